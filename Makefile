@@ -1,0 +1,55 @@
+# Every target bootstraps itself: on a fresh machine `make verify` or `make test`
+# creates .venv and installs the project with its extras from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= test,plot,lint
+STAMP  := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install verify test test-thorough lint format bench selftest clean
+
+help:  ## Show this help
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install:  ## Create .venv and install the project (EXTRAS=test,plot,lint[,torch])
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+verify: $(STAMP)  ## The main job: audit every seed equation, then check every reference layer
+	$(BIN)/python -m checks verify
+
+test: $(STAMP)  ## Run the test suite (Hypothesis profile from HYPOTHESIS_PROFILE, default dev)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+test-thorough: $(STAMP)  ## The test suite with the thorough Hypothesis profile
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+selftest: $(STAMP)  ## The checker's mutation self-test
+	$(BIN)/python -m checks selftest
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
+
+format: $(STAMP)  ## Apply ruff's formatter and autofixes
+	$(BIN)/python -m ruff format .
+	$(BIN)/python -m ruff check --fix .
+
+bench: $(STAMP)  ## Benchmarks: JSON, benchmarks/RESULTS.md and a PNG plot
+	@mkdir -p .benchmarks
+	$(BIN)/python -m pytest benchmarks -p no:xdist -p no:randomly --benchmark-enable \
+		--benchmark-json=.benchmarks/last.json -q
+	$(BIN)/python -m benchmarks.report .benchmarks/last.json
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .hypothesis .benchmarks .pytest_cache .mypy_cache .ruff_cache *.egg-info

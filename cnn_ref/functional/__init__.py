@@ -1,0 +1,1 @@
+"""Forward/backward pairs of the reference layers."""
