@@ -1,0 +1,448 @@
+"""Known-derivation-mistake catalogue: turn a gradient mismatch into a guess at the bug.
+
+:func:`diagnose` looks at one tensor's analytic and numerical gradients (only at the elements
+that were checked) and returns one sentence per recognised pattern. ``checks.messages``
+prints each as a ``Hint:`` line. Every detector is a pure function on arrays; none of them
+knows the layer.
+
+The catalogue, in the order the hints are printed:
+
+========================  ============================================================
+pattern                   usual cause
+========================  ============================================================
+all-zero analytic         backward never fills the gradient (or fills a copy)
+analytic = -numerical     a sign flipped
+analytic = c * numerical  a constant factor: 1/n^2 -> mean-pool up-sampling without its
+                          factor (eq. 10/11); 1/N -> batch mean vs sum
+analytic = rot180(num.)   kernel gradient not flipped (eq. 14), or the layer mixes
+                          convolution and cross-correlation
+analytic = num. with the  K_ij vs K_ji (eq. 18), or a spatially transposed kernel
+first two / last two
+axes swapped
+errors only at the        padding handled wrong (cropped, offset, or not zeroed)
+border of the last two
+axes
+errors only on rows /     a stride: positions skipped by the stride get (or miss) a
+columns i % s in a set    gradient
+errors on one index of    one sample / one channel / one output map treated differently
+axis 0 or axis 1 only     (e.g. a loop that stops early, an off-by-one)
+========================  ============================================================
+
+Notes
+-----
+For a transform ``T`` (negation, scaling, rot180, axis swap) the hypothesis "analytic =
+T(numerical)" is accepted when it holds, within the per-element tolerance ``tol`` of the
+report, at every element where both sides are known, and at least one of those elements is a
+mismatch (so the hypothesis explains the failure rather than a coincidence). With sampled
+coverage the comparison runs over the elements whose transformed partner was checked too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from checks.report import TensorReport
+
+__all__ = ["diagnose"]
+
+# below this many comparable elements a pattern is not evidence
+_MIN_ELEMENTS = 2
+_MAX_BORDER = 3
+_MAX_STRIDE = 4
+
+
+def diagnose(tensor: TensorReport) -> list[str]:
+    """Return the hints that explain ``tensor``'s mismatch, most specific first.
+
+    Parameters
+    ----------
+    tensor : TensorReport
+        Only ``name``, ``shape``, ``analytic``, ``numerical``, ``checked``, ``mismatch`` and
+        ``tol`` are used. ``numerical`` and ``tol`` are NaN where not checked.
+
+    Returns
+    -------
+    list of str
+        One sentence per recognised pattern, without the ``Hint:`` prefix; empty when the
+        mismatch matches nothing in the catalogue (or there is no mismatch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> num = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> t = SimpleNamespace(name="K", shape=num.shape, analytic=num[..., ::-1, ::-1].copy(),
+    ...                     numerical=num, checked=np.ones(num.shape, bool),
+    ...                     mismatch=num != num[..., ::-1, ::-1], tol=np.full(num.shape, 1e-8))
+    >>> diagnose(t)[0][:60]
+    'K: analytic = rot180(numerical) over the last two axes -- th'
+    """
+    a = np.asarray(tensor.analytic)
+    n = np.asarray(tensor.numerical)
+    checked = np.asarray(tensor.checked, dtype=bool)
+    mismatch = np.asarray(tensor.mismatch, dtype=bool)
+    if a.shape != n.shape or a.shape != checked.shape or not mismatch.any():
+        return []
+    if np.iscomplexobj(a) or np.iscomplexobj(n):
+        return []
+    tol = np.asarray(tensor.tol, dtype=float)
+    if tol.shape != a.shape:
+        tol = np.broadcast_to(tol, a.shape)
+    ctx = _Context(str(tensor.name), a.astype(float), n.astype(float), checked, mismatch, tol)
+
+    hints: list[str] = []
+    for detector in _VALUE_DETECTORS:
+        hint = detector(ctx)
+        if hint:
+            hints.append(hint)
+            # a value relation explains every element; structural hints would only repeat it
+            return hints
+    for detector in _STRUCTURE_DETECTORS:
+        hint = detector(ctx)
+        if hint:
+            hints.append(hint)
+    return hints
+
+
+class _Context:
+    """The arrays of one tensor, with the masks every detector needs."""
+
+    def __init__(
+        self,
+        name: str,
+        a: np.ndarray,
+        n: np.ndarray,
+        checked: np.ndarray,
+        mismatch: np.ndarray,
+        tol: np.ndarray,
+    ) -> None:
+        self.name = name
+        self.a = a
+        self.n = n
+        # an element is usable when it was checked and both sides are finite
+        self.known = checked & np.isfinite(n) & np.isfinite(a)
+        self.mismatch = mismatch & checked
+        # where the report has no per-element tolerance, fall back to a relative 1e-6
+        fallback = 1e-6 * np.maximum(np.abs(n), np.abs(a)) + 1e-12
+        self.tol = np.where(np.isfinite(tol), tol, fallback)
+        self.scale = float(np.max(np.abs(n[self.known]), initial=0.0))
+
+    @property
+    def is_x(self) -> bool:
+        return self.name == "x" or self.name.startswith("inputs[")
+
+
+# ---------------------------------------------------------------------------------------
+# value relations: analytic = T(numerical)
+# ---------------------------------------------------------------------------------------
+def _fits(
+    ctx: _Context, transform: Callable[[np.ndarray], np.ndarray], factor: float = 1.0
+) -> bool:
+    """True when analytic = factor * transform(numerical) wherever both sides are known."""
+    n_t = transform(ctx.n)
+    known_t = transform(ctx.known)
+    tol_t = transform(ctx.tol)
+    use = ctx.known & known_t
+    if use.sum() < _MIN_ELEMENTS or not (ctx.mismatch & use).any():
+        return False
+    # the transform must change something, or it explains nothing
+    if np.all(np.abs(n_t[use] - ctx.n[use]) <= ctx.tol[use]) and factor == 1.0:
+        return False
+    err = np.abs(ctx.a[use] - factor * n_t[use])
+    allowed = np.maximum(ctx.tol[use], abs(factor) * tol_t[use])
+    return bool(np.all(err <= allowed))
+
+
+def _all_zero(ctx: _Context) -> str | None:
+    if np.any(ctx.a != 0) or ctx.scale == 0.0:
+        return None
+    return (
+        f"{ctx.name}: the analytic gradient is exactly zero everywhere while the numerical one "
+        f"is not -- backward never writes this gradient (or writes into a copy of "
+        f"grads[{ctx.name!r}] instead of the array the checker reads)."
+    )
+
+
+def _sign_flip(ctx: _Context) -> str | None:
+    if not _fits(ctx, _identity, factor=-1.0):
+        return None
+    return (
+        f"{ctx.name}: analytic = -numerical -- a sign is flipped (e.g. a subtraction "
+        f"reversed, or a descent step folded into the gradient)."
+    )
+
+
+def _scale(ctx: _Context) -> str | None:
+    use = ctx.known
+    n, a = ctx.n[use], ctx.a[use]
+    nn = float(n @ n)
+    if use.sum() < _MIN_ELEMENTS or nn == 0.0:
+        return None
+    c = float(a @ n) / nn
+    if not np.isfinite(c) or c == 0.0 or abs(c - 1.0) < 1e-6 or abs(c + 1.0) < 1e-6:
+        return None
+    if not _fits(ctx, _identity, factor=c):
+        return None
+    return f"{ctx.name}: analytic = {_factor_text(c)} x numerical -- {_factor_reason(c)}"
+
+
+def _factor_text(c: float) -> str:
+    k = _near_integer(1.0 / c)
+    if k is not None and abs(k) > 1:
+        return f"{c:.6g} (= 1/{k})"
+    return f"{c:.6g}"
+
+
+def _near_integer(v: float) -> int | None:
+    r = round(v)
+    if r != 0 and abs(v - r) <= 1e-6 * max(1.0, abs(v)):
+        return int(r)
+    return None
+
+
+def _factor_reason(c: float) -> str:
+    small = _near_integer(1.0 / c)  # analytic = numerical / k: an extra factor 1/k
+    big = _near_integer(c)  # analytic = k * numerical: a factor 1/k missing
+    reasons = []
+    if small is not None and abs(small) >= 2:
+        k, extra = abs(small), True
+    elif big is not None and abs(big) >= 2:
+        k, extra = abs(big), False
+    else:
+        return (
+            "a constant factor; look for a scalar (beta, a step size, a normalisation) "
+            "applied twice or forgotten."
+        )
+    root = round(k**0.5)
+    if root > 1 and root * root == k:
+        if extra:
+            reasons.append(
+                f"1/{k} = 1/{root}^2: the mean-pool factor 1/n^2 (n = {root}) applied once "
+                f"too often (seed eq. 10/11 with mean pooling divides up(delta) by n^2 once)"
+            )
+        else:
+            reasons.append(
+                f"{k} = {root}^2: a mean-pool up-sampling without its 1/n^2 factor (n = "
+                f"{root}; seed eq. 10/11 with mean pooling needs up(delta) / n^2)"
+            )
+    if extra:
+        reasons.append(
+            f"if {k} is the batch size N: the gradient averages over the batch (1/N) where "
+            f"the loss sums"
+        )
+    else:
+        reasons.append(
+            f"if {k} is the batch size N: the gradient sums over the batch where the loss "
+            f"averages (a 1/N missing)"
+        )
+    if c < 0:
+        reasons.append("and the sign is flipped")
+    return "; or ".join(reasons) + "."
+
+
+def _single_hint(ctx: _Context) -> str | None:
+    where = np.argwhere(ctx.mismatch)
+    if len(where) != 1 or ctx.known.sum() < _MIN_ELEMENTS:
+        return None
+    index = ", ".join(str(int(i)) for i in where[0])
+    return (
+        f"{ctx.name}: a single element, {ctx.name}[{index}], is wrong and every other checked "
+        f"element is right -- a special case at that position (an edge index off by one, a "
+        f"hard-coded position, a tie or kink handled differently)."
+    )
+
+
+def _identity(v: np.ndarray) -> np.ndarray:
+    return v
+
+
+def _rot180(v: np.ndarray) -> np.ndarray:
+    return v[..., ::-1, ::-1]
+
+
+def _swap01(v: np.ndarray) -> np.ndarray:
+    return np.swapaxes(v, 0, 1)
+
+
+def _swap_last(v: np.ndarray) -> np.ndarray:
+    return np.swapaxes(v, -1, -2)
+
+
+def _rot180_swap01(v: np.ndarray) -> np.ndarray:
+    return np.swapaxes(v, 0, 1)[..., ::-1, ::-1]
+
+
+def _rot180_hint(ctx: _Context) -> str | None:
+    if ctx.a.ndim < 2 or max(ctx.a.shape[-2:]) < 2 or not _fits(ctx, _rot180):
+        return None
+    if ctx.is_x:
+        return (
+            f"{ctx.name}: analytic = rot180(numerical) over the last two axes -- the input "
+            f"gradient comes out flipped: the 'full' convolution of delta uses K where it "
+            f"needs rot180(K) or the other way round (seed eq. 18 / conv vs xcorr)."
+        )
+    return (
+        f"{ctx.name}: analytic = rot180(numerical) over the last two axes -- the kernel "
+        f"gradient is not flipped: seed eq. (14) is rot180(conv2(A_j, rot180(delta_i), "
+        f"'valid')), or the forward pass and the gradient use different conventions "
+        f"(convolution vs cross-correlation)."
+    )
+
+
+def _transpose_hint(ctx: _Context) -> str | None:
+    a = ctx.a
+    if a.ndim >= 2 and a.shape[0] == a.shape[1] and a.shape[0] > 1:
+        if _fits(ctx, _swap01):
+            if a.ndim == 2:
+                return (
+                    f"{ctx.name}: analytic = numerical transposed -- the gradient is built "
+                    f"as dW^T (e.g. x^T @ delta where delta^T @ x is needed, seed eq. 5/6: "
+                    f"W is (out, in))."
+                )
+            return (
+                f"{ctx.name}: analytic[i, j] = numerical[j, i] -- the channel indices are "
+                f"swapped: K_ij connects input map j to output map i, so dK[i, j] pairs "
+                f"delta_i with A_j (seed eq. 14; eq. 18 needs K_ji, summed over the next "
+                f"layer's maps j)."
+            )
+        if a.ndim >= 4 and max(a.shape[-2:]) > 1 and _fits(ctx, _rot180_swap01):
+            return (
+                f"{ctx.name}: analytic[i, j] = rot180(numerical[j, i]) -- the channel indices "
+                f"are swapped AND the kernel gradient is not flipped (seed eq. 14 and 18)."
+            )
+    if a.ndim >= 3 and a.shape[-1] == a.shape[-2] and a.shape[-1] > 1 and _fits(ctx, _swap_last):
+        return (
+            f"{ctx.name}: analytic = numerical with the last two axes swapped -- rows and "
+            f"columns are exchanged (a transposed kernel or map, e.g. an (h, w) vs (w, h) "
+            f"reshape or a .T on a 2-D slice)."
+        )
+    return None
+
+
+_VALUE_DETECTORS: tuple[Callable[[_Context], str | None], ...] = (
+    _all_zero,
+    _sign_flip,
+    _rot180_hint,
+    _transpose_hint,
+    _scale,
+)
+
+
+# ---------------------------------------------------------------------------------------
+# where the errors are: border, stride pattern, one sample / channel
+# ---------------------------------------------------------------------------------------
+def _border_hint(ctx: _Context) -> str | None:
+    if ctx.a.ndim < 2:
+        return None
+    h, w = ctx.a.shape[-2:]
+    if min(h, w) < 3:
+        return None
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None, :]
+    dist = np.minimum(np.minimum(rows, h - 1 - rows), np.minimum(cols, w - 1 - cols))
+    dist = np.broadcast_to(dist, ctx.a.shape)
+    bad = ctx.mismatch
+    if bad.sum() < _MIN_ELEMENTS:
+        return None
+    width = int(dist[bad].max()) + 1
+    if width > _MAX_BORDER or 2 * width >= min(h, w):
+        return None
+    interior_checked = ctx.known & (dist >= width)
+    if not interior_checked.any():
+        return None
+    return (
+        f"{ctx.name}: every mismatch lies within {width} element(s) of the border of the last "
+        f"two axes and the interior is right -- the padding is handled wrong (gradient of "
+        f"padded positions not cropped, offset by the padding, or a 'valid'/'full' border "
+        f"mixed up)."
+    )
+
+
+def _stride_hint(ctx: _Context) -> str | None:
+    if ctx.a.ndim < 2:
+        return None
+    bad = ctx.mismatch
+    if bad.sum() < _MIN_ELEMENTS:
+        return None
+    for s in range(2, _MAX_STRIDE + 1):
+        found = []
+        for axis, word in ((-2, "rows"), (-1, "columns")):
+            size = ctx.a.shape[axis]
+            if size < s + 1:
+                continue
+            idx = np.indices(ctx.a.shape)[axis]
+            bad_idx = idx[bad]
+            if len(np.unique(bad_idx)) < 2:
+                continue
+            residues = set((bad_idx % s).tolist())
+            if len(residues) == s:
+                continue
+            clean_rows = ctx.known & ~np.isin(idx % s, list(residues))
+            if not clean_rows.any():
+                continue
+            res_text = ", ".join(str(r) for r in sorted(residues))
+            found.append(f"{word} with index % {s} in {{{res_text}}}")
+        if found:
+            return (
+                f"{ctx.name}: mismatches only on {' and '.join(found)}, the others are right "
+                f"-- a stride of {s}: positions that the stride skips get a gradient they "
+                f"should not (or the strided positions miss theirs; check the up-sampling / "
+                f"dilation of delta by the stride)."
+            )
+    return None
+
+
+def _one_slice_hint(ctx: _Context) -> str | None:
+    a = ctx.a
+    bad = ctx.mismatch
+    if bad.sum() < _MIN_ELEMENTS:
+        return None
+    for axis in (0, 1):
+        if a.ndim < axis + 2 or a.shape[axis] < 2:
+            continue
+        idx = np.indices(a.shape)[axis]
+        bad_vals = np.unique(idx[bad])
+        what = _axis_word(ctx, axis)
+        if len(bad_vals) == 1:
+            i = int(bad_vals[0])
+            others_ok = ctx.known & (idx != i)
+            if others_ok.any() and not (bad & (idx != i)).any():
+                return (
+                    f"{ctx.name}: mismatches only in {what} {i} (axis {axis}); every other "
+                    f"{what} is right -- that {what} is treated differently (an off-by-one "
+                    f"loop bound, an index hard-coded, a slice that stops early)."
+                )
+        missing = sorted(set(range(a.shape[axis])) - set(bad_vals.tolist()))
+        if len(missing) == 1 and len(bad_vals) >= 2:
+            i = missing[0]
+            if (ctx.known & (idx == i)).any():
+                return (
+                    f"{ctx.name}: only {what} {i} (axis {axis}) is right, every other {what} "
+                    f"has mismatches -- backward handles only {what} {i} (e.g. x[0] where "
+                    f"x[n] is meant, or a loop that overwrites instead of accumulating)."
+                )
+    return None
+
+
+def _axis_word(ctx: _Context, axis: int) -> str:
+    if ctx.is_x:
+        if axis == 0:
+            return "sample"
+        return "channel" if ctx.a.ndim == 4 else "feature"
+    if ctx.a.ndim == 4:
+        return "output map" if axis == 0 else "input map"
+    if ctx.a.ndim == 2:
+        return "row" if axis == 0 else "column"
+    return f"index of axis {axis}"
+
+
+_STRUCTURE_DETECTORS: tuple[Callable[[_Context], str | None], ...] = (
+    _single_hint,
+    _one_slice_hint,
+    _border_hint,
+    _stride_hint,
+)
