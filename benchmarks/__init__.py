@@ -1,0 +1,1 @@
+"""pytest-benchmark suite: conv throughput, GEMM peak, peers and the gradient checker's cost."""

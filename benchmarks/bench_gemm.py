@@ -1,0 +1,33 @@
+"""The machine's matrix-multiply peak per dtype: the ceiling every conv row is compared to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks._common import DTYPES, dtype_name, settle
+
+GEMM_N = 2048
+
+
+@pytest.mark.benchmark(group="gemm")
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+def bench_gemm_peak(benchmark: Any, smoke: bool, dtype: Any) -> None:
+    """numpy ``a @ b`` on n x n matrices, 2*n^3 flops (n = 2048; 64 in the smoke run)."""
+    n = 64 if smoke else GEMM_N
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    benchmark.extra_info.update(
+        impl="gemm", op="matmul", dtype=dtype_name(dtype), shape=f"{n}x{n}", flops=2 * n**3
+    )
+    settle("numpy")
+    c = benchmark(np.matmul, a, b)
+    # Check a few rows against a plain float64 sum of products (no BLAS involved).
+    rows = slice(0, 4)
+    ref = (a[rows, :, None].astype(np.float64) * b[None].astype(np.float64)).sum(axis=1)
+    bound = (n + 2) * np.finfo(dtype).eps * (np.abs(a[rows]) @ np.abs(b)).astype(np.float64)
+    assert c.dtype == np.dtype(dtype)
+    assert np.all(np.abs(c[rows] - ref) <= bound)
