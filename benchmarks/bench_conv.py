@@ -120,7 +120,7 @@ def bench_conv(
             peak_bytes=peak, input_bytes=inputs, io_bytes=inputs + nbytes(u, *grads)
         )
 
-    settle("numpy")
+    settle("numpy", smoke)
     if impl == "literal" and not smoke:
         result = benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
     else:
