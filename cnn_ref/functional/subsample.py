@@ -1,0 +1,321 @@
+"""LeNet-style subsampling, forward and backward (seed eq. 3, 10/11, 19, 20).
+
+Forward, per map i (eq. 3): ``U_i = beta_i * down(A_i) + b_i``, where ``down`` pools
+``size``-blocks (sum, mean or max) with step ``stride`` (``None``: ``stride = size``, the
+seed's non-overlapping case). Shapes: ``x`` is NCHW ``(N, C, H, W)``, ``beta`` and ``b`` are
+``(C,)``, ``u`` is ``(N, C, Ho, Wo)`` with ``Ho = (H - size_h) // stride_h + 1``; rows and
+columns that do not fill a window are cropped (they get a zero gradient).
+
+Two implementations that agree to ~1e-12: ``impl="literal"`` is the seed's equations per sample
+and channel, written with :func:`cnn_ref.signal.down` / :func:`cnn_ref.signal.up` (and, for a
+stride that differs from the size, with the explicit window loop that defines them);
+``impl="fast"`` works on all samples and channels at once through a window view of ``x``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from cnn_ref import signal
+from cnn_ref._validate import as_pair, check_array, check_choice
+
+__all__ = ["subsample_backward", "subsample_forward"]
+
+KINDS = ("sum", "mean", "max")
+IMPLS = ("literal", "fast")
+
+
+class _Geometry:
+    """Window size, stride and output size of one subsampling call, checked once."""
+
+    def __init__(self, x: np.ndarray, size: object, stride: object) -> None:
+        self.sh, self.sw = as_pair(size, "size")
+        self.th, self.tw = (self.sh, self.sw) if stride is None else as_pair(stride, "stride")
+        H, W = x.shape[2:]
+        if self.sh > H or self.sw > W:
+            raise ValueError(
+                f"size {(self.sh, self.sw)} is larger than the input maps {(H, W)} "
+                f"(x has shape {x.shape})"
+            )
+        self.Ho = (H - self.sh) // self.th + 1
+        self.Wo = (W - self.sw) // self.tw + 1
+        self.tiles = (self.th, self.tw) == (self.sh, self.sw)  # the seed's case
+
+    def __repr__(self) -> str:
+        return f"size={(self.sh, self.sw)}, stride={(self.th, self.tw)}"
+
+
+def _check_inputs(
+    x: object, beta: object, size: object, stride: object, kind: object, impl: object
+) -> tuple[np.ndarray, np.ndarray, _Geometry]:
+    x = check_array(x, "x", ndim=4)
+    beta = check_array(beta, "beta", ndim=1)
+    if beta.shape != (x.shape[1],):
+        raise ValueError(
+            f"beta has shape {beta.shape}, expected ({x.shape[1]},) "
+            f"(one per channel of x, which has shape {x.shape})"
+        )
+    check_choice(kind, "kind", KINDS)
+    check_choice(impl, "impl", IMPLS)
+    return x, beta, _Geometry(x, size, stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# literal: the seed's equations, one sample and one map at a time
+# ---------------------------------------------------------------------------------------------
+
+
+def _down2d(a: np.ndarray, g: _Geometry, kind: str) -> np.ndarray:
+    """down(A) of one 2-D map."""
+    if g.tiles:
+        return signal.down(a, (g.sh, g.sw), kind)
+    # Overlapping or gapped windows: the definition of down, window by window.
+    d = np.empty((g.Ho, g.Wo), dtype=a.dtype)
+    for s in range(g.Ho):
+        for t in range(g.Wo):
+            window = a[s * g.th : s * g.th + g.sh, t * g.tw : t * g.tw + g.sw]
+            d[s, t] = _pool(window, kind)
+    return d
+
+
+def _pool(window: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "sum":
+        return window.sum()
+    if kind == "mean":
+        return window.sum() / window.size
+    # first maximum in row-major order; complex input (a complex step) is ranked by its real part
+    return window.reshape(-1)[np.argmax(np.real(window))]
+
+
+def _up2d(d: np.ndarray, a: np.ndarray, g: _Geometry, kind: str) -> np.ndarray:
+    """up(delta) of one 2-D map: the adjoint of down, back to the shape of A."""
+    if g.tiles:
+        return signal.up(d, (g.sh, g.sw), kind, shape=a.shape, a=a)
+    out = np.zeros(a.shape, dtype=d.dtype)
+    for s in range(g.Ho):
+        for t in range(g.Wo):
+            rows = slice(s * g.th, s * g.th + g.sh)
+            cols = slice(t * g.tw, t * g.tw + g.sw)
+            if kind == "sum":
+                out[rows, cols] += d[s, t]
+            elif kind == "mean":
+                out[rows, cols] += d[s, t] / (g.sh * g.sw)
+            else:
+                k = int(np.argmax(np.real(a[rows, cols])))
+                out[rows, cols][divmod(k, g.sw)] += d[s, t]
+    return out
+
+
+def _forward_literal(x: np.ndarray, beta: np.ndarray, b: np.ndarray, g: _Geometry, kind: str):
+    N, C = x.shape[:2]
+    u = np.empty((N, C, g.Ho, g.Wo), dtype=np.result_type(x, beta, b))
+    for n in range(N):
+        for i in range(C):
+            d = _down2d(x[n, i], g, kind)  # d_i = down(A_i^{l-1})
+            u[n, i] = beta[i] * d + b[i]  # eq. (3)
+    return u
+
+
+def _backward_literal(dy: np.ndarray, x: np.ndarray, beta: np.ndarray, g: _Geometry, kind: str):
+    N, C = x.shape[:2]
+    dx = np.empty(x.shape, dtype=np.result_type(dy, beta))
+    dbeta = np.zeros(C, dtype=np.result_type(dy, x))
+    db = np.zeros(C, dtype=dy.dtype)
+    for n in range(N):
+        for i in range(C):
+            # seed (10)/(11) multiply by f'(U^{l-1}) too; that factor belongs to the layer below.
+            # seed's up is kron(delta, ones): right for "sum" only; mean needs 1/(sh*sw), max
+            # routes to the argmax, cropped borders get zero -- signal.up is down's exact adjoint.
+            dx[n, i] = beta[i] * _up2d(dy[n, i], x[n, i], g, kind)  # eq. (10)/(11)
+            db[i] += dy[n, i].sum()  # eq. (19)
+            dbeta[i] += (dy[n, i] * _down2d(x[n, i], g, kind)).sum()  # eq. (20), d = down(A)
+    return dx, dbeta, db
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: every sample and channel at once, through a (N, C, Ho, Wo, sh, sw) window view
+# ---------------------------------------------------------------------------------------------
+
+
+def _windows(x: np.ndarray, g: _Geometry) -> np.ndarray:
+    """A view of x's pooling windows, shape (N, C, Ho, Wo, sh, sw)."""
+    N, C = x.shape[:2]
+    if g.tiles:
+        xc = x[:, :, : g.Ho * g.sh, : g.Wo * g.sw]
+        return xc.reshape(N, C, g.Ho, g.sh, g.Wo, g.sw).transpose(0, 1, 2, 4, 3, 5)
+    w = sliding_window_view(x, (g.sh, g.sw), axis=(2, 3))
+    return w[:, :, :: g.th, :: g.tw][:, :, : g.Ho, : g.Wo]
+
+
+def _argmax_windows(w: np.ndarray) -> np.ndarray:
+    """Flat index (row-major, first on ties) of each window's maximum, shape (N, C, Ho, Wo).
+
+    Complex input is ranked by its real part, so a complex step flows through the maximum.
+    """
+    flat = w.reshape(*w.shape[:4], -1)
+    return np.argmax(np.real(flat), axis=-1)
+
+
+def _down_fast(x: np.ndarray, g: _Geometry, kind: str) -> np.ndarray:
+    w = _windows(x, g)
+    if kind == "sum":
+        return w.sum(axis=(-2, -1))
+    if kind == "mean":
+        return w.sum(axis=(-2, -1)) / (g.sh * g.sw)
+    flat = w.reshape(*w.shape[:4], -1)
+    idx = _argmax_windows(w)[..., None]
+    return np.take_along_axis(flat, idx, axis=-1)[..., 0]
+
+
+def _up_fast(dy: np.ndarray, x: np.ndarray, g: _Geometry, kind: str) -> np.ndarray:
+    """The adjoint of _down_fast: dy (N, C, Ho, Wo) back to x's shape."""
+    N, C = x.shape[:2]
+    if kind == "max":
+        idx = _argmax_windows(_windows(x, g))
+        flat = np.zeros((N, C, g.Ho, g.Wo, g.sh * g.sw), dtype=dy.dtype)
+        np.put_along_axis(flat, idx[..., None], dy[..., None], axis=-1)
+        per_elem = flat.reshape(N, C, g.Ho, g.Wo, g.sh, g.sw)
+    else:
+        scale = dy if kind == "sum" else dy / (g.sh * g.sw)
+        per_elem = np.broadcast_to(scale[..., None, None], (N, C, g.Ho, g.Wo, g.sh, g.sw))
+    dx = np.zeros(x.shape, dtype=dy.dtype)
+    if g.tiles:
+        blocks = per_elem.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, g.Ho * g.sh, g.Wo * g.sw)
+        dx[:, :, : g.Ho * g.sh, : g.Wo * g.sw] = blocks
+        return dx
+    # Overlapping (or gapped) windows: one strided scatter-add per window offset (p, q).
+    for p in range(g.sh):
+        for q in range(g.sw):
+            rows = slice(p, p + g.th * (g.Ho - 1) + 1, g.th)
+            cols = slice(q, q + g.tw * (g.Wo - 1) + 1, g.tw)
+            dx[:, :, rows, cols] += per_elem[..., p, q]
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# public
+# ---------------------------------------------------------------------------------------------
+
+
+def subsample_forward(
+    x: np.ndarray,
+    beta: np.ndarray,
+    b: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    kind: str = "sum",
+    impl: str = "fast",
+) -> np.ndarray:
+    """Pre-activation of a subsampling layer, ``u = beta * down(x) + b`` per channel.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        The maps ``A^{l-1}`` of the layer below.
+    beta, b : ndarray, shape (C,)
+        Per-channel scale and bias.
+    size : int or (int, int)
+        Pooling window.
+    stride : int or (int, int), optional
+        Step between windows; ``None`` (default) means ``stride = size`` (non-overlapping).
+    kind : {"sum", "mean", "max"}
+        What ``down`` computes over a window.
+    impl : {"fast", "literal"}
+
+    Returns
+    -------
+    u : ndarray, shape (N, C, Ho, Wo)
+        ``Ho = (H - size_h) // stride_h + 1`` (likewise ``Wo``). Dtype follows numpy promotion.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a floating or complex ndarray, or size/stride are not ints.
+    ValueError
+        On wrong dimensions, a beta/b that does not match the channels, a window larger than
+        the map, non-positive size/stride, an unknown kind/impl, or non-finite values.
+
+    Notes
+    -----
+    Eq. (3): ``U_i = beta_i * down(A_i) + b_i``. Trailing rows/columns that do not fill a window
+    are cropped. ``max`` takes the first maximum of each window in row-major order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> subsample_forward(x, np.array([2.0]), np.array([1.0]), size=2, kind="max")
+    array([[[[11., 15.],
+             [27., 31.]]]])
+    >>> subsample_forward(x, np.array([2.0]), np.array([1.0]), size=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: size (5, 5) is larger than the input maps (4, 4) (x has shape (1, 1, 4, 4))
+    """
+    x, beta, g = _check_inputs(x, beta, size, stride, kind, impl)
+    b = check_array(b, "b", ndim=1)
+    if b.shape != beta.shape:
+        raise ValueError(f"b has shape {b.shape}, expected {beta.shape} (one per channel)")
+    if impl == "literal":
+        return _forward_literal(x, beta, b, g, kind)
+    d = _down_fast(x, g, kind)
+    return beta[:, None, None] * d + b[:, None, None]  # eq. (3)
+
+
+def subsample_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    beta: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    kind: str = "sum",
+    impl: str = "fast",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of a subsampling layer from its delta ``dy = dJ/du``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, Ho, Wo)
+        The layer's delta (the seed's delta^{l}, after this layer's ``f'``).
+    x, beta, size, stride, kind, impl
+        As in :func:`subsample_forward`.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        ``dJ/dA^{l-1} = beta * up(delta)``; the layer below multiplies it by its own ``f'``.
+    dbeta : ndarray, shape (C,)
+        Eq. (20), summed over the batch.
+    db : ndarray, shape (C,)
+        Eq. (19), summed over the batch.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`subsample_forward`, and when ``dy`` does not have shape ``(N, C, Ho, Wo)``.
+
+    Notes
+    -----
+    Eq. (10)/(11): ``delta^{l-1}_i = beta_i * up(delta_i) * f'(U^{l-1}_i)`` where ``up`` is the
+    exact adjoint of ``down``: a copy of delta into each block for ``sum``, the same divided by
+    the block size for ``mean``, delta routed to the first maximum for ``max``, zeros on
+    cropped borders, and overlapping windows summed. Eq. (19): ``dJ/db_i = sum_st delta_i``.
+    Eq. (20): ``dJ/dbeta_i = sum_st (delta_i * d_i)`` with ``d_i = down(A_i^{l-1})``.
+    """
+    x, beta, g = _check_inputs(x, beta, size, stride, kind, impl)
+    dy = check_array(dy, "dy", ndim=4)
+    expected = (x.shape[0], x.shape[1], g.Ho, g.Wo)
+    if dy.shape != expected:
+        raise ValueError(
+            f"dy has shape {dy.shape}, expected {expected} (the output shape for x of shape "
+            f"{x.shape} with {g})"
+        )
+    if impl == "literal":
+        return _backward_literal(dy, x, beta, g, kind)
+    dx = beta[:, None, None] * _up_fast(dy, x, g, kind)  # eq. (10)/(11), without f'
+    db = dy.sum(axis=(0, 2, 3))  # eq. (19)
+    dbeta = np.einsum("nchw,nchw->c", dy, _down_fast(x, g, kind))  # eq. (20), d = down(A)
+    return dx, dbeta, db
