@@ -1,0 +1,370 @@
+"""``python -m checks``: check a layer from the shell, run the audit, the self-test, verify.
+
+Subcommands
+-----------
+``layer TARGET``
+    Build a layer from ``TARGET`` (``package.module:factory`` or ``path/to/file.py:factory``;
+    the factory is called with no arguments, or TARGET may name a layer object directly),
+    check it on a seeded random input and print a per-tensor table; on a mismatch also the
+    full failure message with its hints.
+``audit [--json PATH]``
+    The derivation audit of the seed's equations (``checks.derivations``).
+``selftest``
+    The checker's mutation self-test (``checks.selftest``).
+``verify [--json PATH]``
+    The audit, then every reference layer (``checks.reference``); what ``make verify`` runs.
+
+Exit status: 0 pass; 1 gradient mismatch (or the audit / self-test found a problem);
+2 usage error, a TARGET that cannot be loaded or built, an input the layer rejects, or a
+broken layer contract. Errors are one line on stderr; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+__all__ = ["UsageError", "load_target", "main", "parse_shape"]
+
+METHODS = ("auto", "central", "richardson", "complex")
+COVERAGES = ("auto", "full", "sampled", "projected")
+DTYPES = ("float64", "float32")
+
+
+class UsageError(Exception):
+    """A problem the user can fix from the command line: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line on stderr (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"2,3,8,8"`` (also ``2x3x8x8`` or with spaces) into a tuple of positive ints."""
+    parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"--input-shape must be comma-separated positive integers, got {text!r}"
+        ) from None
+    if not shape or any(s < 1 for s in shape):
+        raise UsageError(f"--input-shape must be comma-separated positive integers, got {text!r}")
+    return shape
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UsageError(f"TARGET file {str(path)!r} does not exist")
+    name = f"_checks_target_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {str(path)!r} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    # let the file import its siblings, as `python file.py` would
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def load_target(target: str) -> Any:
+    """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds.
+
+    Raises
+    ------
+    UsageError
+        When TARGET is malformed, does not import, has no such attribute, the factory
+        raises, or the result lacks the layer protocol (forward, backward, params).
+    """
+    if ":" not in target:
+        raise UsageError(
+            f"TARGET must be 'package.module:factory' or 'path/to/file.py:factory', got {target!r}"
+        )
+    where, _, attr = target.rpartition(":")
+    if not where or not attr:
+        raise UsageError(f"TARGET {target!r} needs both a module/file and a factory name")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _import_file(Path(where))
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise UsageError(f"cannot import module {where!r}: {exc}") from exc
+        except Exception as exc:
+            raise UsageError(
+                f"importing module {where!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{where!r} has no attribute {attr!r}") from None
+    if not _is_layer(obj):
+        if not callable(obj):
+            raise UsageError(f"{target} is neither a layer nor a callable factory")
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise UsageError(f"factory {target} raised {type(exc).__name__}: {exc}") from exc
+    if not _is_layer(obj):
+        missing = [n for n in ("forward", "backward") if not callable(getattr(obj, n, None))] + (
+            [] if isinstance(getattr(obj, "params", None), Mapping) else ["params (a dict)"]
+        )
+        raise UsageError(
+            f"{target} returned a {type(obj).__name__}, not a layer: missing {', '.join(missing)}"
+        )
+    return obj
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_layer(obj: Any) -> bool:
+    return (
+        not isinstance(obj, type)
+        and callable(getattr(obj, "forward", None))
+        and callable(getattr(obj, "backward", None))
+        and isinstance(getattr(obj, "params", None), Mapping)
+    )
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="python -m checks",
+        description="Finite-difference gradient checks for hand-written layers.",
+        epilog="Exit status: 0 pass, 1 mismatch, 2 usage or contract error.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    layer = sub.add_parser(
+        "layer",
+        help="check one layer: python -m checks layer pkg.mod:factory --input-shape 2,3,8,8",
+        description="Check the gradients of the layer built by TARGET on a seeded random input.",
+    )
+    layer.add_argument("target", metavar="TARGET", help="package.module:factory or file.py:factory")
+    layer.add_argument(
+        "--input-shape", default="2,3,8,8", help="shape of x, comma-separated (default 2,3,8,8)"
+    )
+    layer.add_argument("--dtype", choices=DTYPES, default="float64")
+    layer.add_argument("--method", choices=METHODS, default="auto")
+    layer.add_argument("--coverage", choices=COVERAGES, default="auto")
+    layer.add_argument("--seed", type=int, default=0, help="seed of x, dy and sampling")
+    layer.add_argument("--rtol", type=float, default=None, help="override the derived tolerance")
+    layer.add_argument("--atol", type=float, default=None, help="override the derived tolerance")
+    layer.add_argument("--batch-axis", type=int, default=0)
+    layer.add_argument("--json", metavar="PATH", default=None, help="write the report as JSON")
+    layer.add_argument("--plot", metavar="PATH", default=None, help="write a PNG heatmap")
+    layer.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    audit = sub.add_parser("audit", help="the derivation audit of the seed's equations")
+    audit.add_argument("--json", metavar="PATH", default=None)
+    audit.add_argument("--debug", action="store_true")
+    selftest = sub.add_parser("selftest", help="the checker's mutation self-test")
+    selftest.add_argument("--debug", action="store_true")
+    verify = sub.add_parser("verify", help="the audit, then every reference layer (make verify)")
+    verify.add_argument("--json", metavar="PATH", default=None)
+    verify.add_argument("--debug", action="store_true")
+    return parser
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:.2e}"
+
+
+def render_table(report: Any, console: Any) -> None:
+    """Print the per-tensor results of ``report`` as a coloured rich table."""
+    from rich.table import Table
+
+    title = (
+        f"{report.layer_name or 'layer'}: method {report.method}, coverage {report.coverage}, "
+        f"seed {report.seed}, {report.n_evals} forward calls, {report.elapsed:.2f} s"
+    )
+    table = Table(title=title, title_justify="left")
+    for col, justify in (
+        ("tensor", "left"),
+        ("shape", "left"),
+        ("dtype", "left"),
+        ("checked", "right"),
+        ("mismatched", "right"),
+        ("max abs err", "right"),
+        ("max rel err", "right"),
+        ("worst index", "left"),
+        ("result", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for t in report.tensors:
+        pct = 100.0 * t.fraction_checked
+        checked = f"{t.n_checked}/{t.n_total} ({pct:.0f} %)"
+        if t.projections:
+            checked += f" + {len(t.projections)} proj."
+        worst = "-" if t.worst_index is None else f"{t.name}[{', '.join(map(str, t.worst_index))}]"
+        table.add_row(
+            t.name,
+            str(tuple(t.shape)),
+            str(t.dtype),
+            checked,
+            str(t.n_mismatched),
+            _fmt(t.max_abs_err),
+            _fmt(t.max_rel_err),
+            worst,
+            "[bold green]PASS[/]" if t.ok else "[bold red]FAIL[/]",
+        )
+    console.print(table)
+    if report.kinks:
+        console.print(f"[yellow]{len(report.kinks)} kink(s) accepted as subgradients[/]")
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {problem}")
+
+
+def _run_layer(args: argparse.Namespace) -> int:
+    shape = parse_shape(args.input_shape)
+    layer = load_target(args.target)
+    from checks import check_layer
+    from checks.errors import GradientMismatchError, LayerContractError
+
+    out = _console()
+    rng = np.random.default_rng(args.seed)
+    x = rng.standard_normal(shape).astype(args.dtype)
+    try:
+        layer.forward(x.copy())
+    except Exception as exc:
+        raise UsageError(
+            f"{args.target} rejected an input of shape {shape} ({args.dtype}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    options: dict[str, Any] = {
+        "method": args.method,
+        "coverage": args.coverage,
+        "seed": args.seed,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "batch_axis": args.batch_axis,
+    }
+    report = None
+    failure: Exception | None = None
+    code = 0
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as progress:
+        progress.add_task(f"checking {args.target} on x {shape} {args.dtype}", total=None)
+        started = time.perf_counter()
+        try:
+            report = check_layer(layer, x, **options)
+        except GradientMismatchError as exc:
+            report, failure, code = exc.report, exc, 1
+        except LayerContractError as exc:
+            report, failure, code = exc.report, exc, 2
+        elapsed = time.perf_counter() - started
+    if report is not None:
+        render_table(report, out)
+    if failure is not None:
+        out.print(str(failure), markup=False, highlight=False)
+    if report is not None:
+        _write_outputs(report, args.json, args.plot)
+    if code == 2 and failure is not None:
+        first = str(failure).strip().splitlines()[0] if str(failure).strip() else "contract error"
+        print(f"python -m checks layer: contract error: {_one_line(first)}", file=sys.stderr)
+    verdict = {0: "[bold green]PASS[/]", 1: "[bold red]MISMATCH[/]", 2: "[bold red]CONTRACT[/]"}
+    out.print(f"{verdict[code]} {args.target} ({elapsed:.2f} s)")
+    return code
+
+
+def _write_outputs(report: Any, json_path: str | None, plot_path: str | None) -> None:
+    if json_path:
+        try:
+            Path(json_path).write_text(report.to_json(indent=2))
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {json_path!r}: {exc}") from exc
+    if plot_path:
+        from checks.plotting import plot_report
+
+        try:
+            plot_report(report, plot_path)
+        except ImportError as exc:
+            raise UsageError(str(exc)) from exc
+        except OSError as exc:
+            raise UsageError(f"cannot write --plot {plot_path!r}: {exc}") from exc
+
+
+def _delegate(module: str, function: str) -> Callable[..., int]:
+    try:
+        mod = importlib.import_module(module)
+        fn: Callable[..., int] = getattr(mod, function)
+        return fn
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"{module}.{function} is not available: {exc}") from exc
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "layer":
+        return _run_layer(args)
+    console = _console()
+    if args.command == "audit":
+        return int(_delegate("checks.derivations", "audit_command")(console, json_path=args.json))
+    if args.command == "selftest":
+        return int(_delegate("checks.selftest", "selftest_command")(console))
+    if args.command == "verify":
+        return int(_delegate("checks.reference", "verify_command")(console, json_path=args.json))
+    raise UsageError(f"unknown command {args.command!r}")  # argparse prevents this
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (see the module docstring)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"python -m checks {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("python -m checks: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"python -m checks {args.command}: error: {type(exc).__name__}: "
+            f"{_one_line(str(exc))} "
+            f"(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
