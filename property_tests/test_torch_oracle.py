@@ -1,0 +1,83 @@
+"""PyTorch autograd as an independent oracle for the cross-correlation convention.
+
+``torch.nn.functional.conv2d`` is what cnn_ref calls ``convention="xcorr"``; its autograd
+gradients must equal cnn_ref's hand-derived backward, with stride, padding and dilation. Pooling
+and dense layers likewise against ``avg_pool2d``, ``max_pool2d`` and ``linear``. Skipped cleanly
+when torch is not installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checks.strategies import conv_configs, dense_configs, subsample_configs, tie_free_arrays
+from cnn_ref.functional.conv import conv2d_backward, conv2d_forward
+from cnn_ref.functional.dense import dense_backward, dense_forward
+from cnn_ref.functional.subsample import subsample_backward, subsample_forward
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+F = torch.nn.functional
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+
+def _t(a: np.ndarray):
+    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
+
+
+@given(
+    cfg=conv_configs(max_stride=3, max_padding=2, max_dilation=2), seed=st.integers(0, 2**32 - 1)
+)
+def test_xcorr_conv_matches_torch_conv2d_autograd(cfg, seed):
+    rng = np.random.default_rng(seed)
+    x, K, b = (rng.standard_normal(s) for s in (cfg.x_shape, cfg.K_shape, cfg.b_shape))
+    kw = dict(stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation)
+    u = conv2d_forward(x, K, b, convention="xcorr", **kw)
+    tx, tK, tb = _t(x), _t(K), _t(b)
+    tu = F.conv2d(tx, tK, tb, **kw)
+    np.testing.assert_allclose(u, tu.detach().numpy(), **TOL)
+    dy = rng.standard_normal(u.shape)
+    tu.backward(torch.tensor(dy))
+    for ours, theirs in zip(
+        conv2d_backward(dy, x, K, convention="xcorr", **kw), (tx, tK, tb), strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), **TOL)
+    # the seed's true convolution is torch's conv2d with the kernel rotated
+    u_conv = conv2d_forward(x, K, b, convention="conv", **kw)
+    flipped = F.conv2d(
+        torch.tensor(x), torch.tensor(K[..., ::-1, ::-1].copy()), torch.tensor(b), **kw
+    )
+    np.testing.assert_allclose(u_conv, flipped.numpy(), **TOL)
+
+
+@given(cfg=subsample_configs(overlapping=True, kinds=("mean", "max")), data=st.data())
+def test_mean_and_max_subsampling_match_torch_pooling(cfg, data):
+    x = data.draw(tie_free_arrays(cfg.x_shape), label="x")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    beta, b = rng.uniform(0.5, 2.0, cfg.c), rng.standard_normal(cfg.c)
+    kw = dict(size=cfg.size, stride=cfg.stride, kind=cfg.kind)
+    u = subsample_forward(x, beta, b, **kw)
+    tx, tbeta, tb = _t(x), _t(beta), _t(b)
+    pool = F.avg_pool2d if cfg.kind == "mean" else F.max_pool2d
+    tu = tbeta[:, None, None] * pool(tx, cfg.size, cfg.stride) + tb[:, None, None]  # eq. (3)
+    np.testing.assert_allclose(u, tu.detach().numpy(), **TOL)
+    dy = rng.standard_normal(u.shape)
+    tu.backward(torch.tensor(dy))
+    for ours, theirs in zip(subsample_backward(dy, x, beta, **kw), (tx, tbeta, tb), strict=True):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), **TOL)
+
+
+@given(cfg=dense_configs(), seed=st.integers(0, 2**32 - 1))
+def test_dense_matches_torch_linear(cfg, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = (rng.standard_normal(s) for s in (cfg.x_shape, cfg.W_shape, cfg.b_shape))
+    tx, tW, tb = _t(x), _t(W), _t(b)
+    ty = F.linear(tx, tW, tb)
+    np.testing.assert_allclose(dense_forward(x, W, b), ty.detach().numpy(), **TOL)
+    dy = rng.standard_normal(cfg.out_shape)
+    ty.backward(torch.tensor(dy))
+    for ours, theirs in zip(dense_backward(dy, x, W), (tx, tW, tb), strict=True):
+        np.testing.assert_allclose(ours, theirs.grad.numpy(), **TOL)
