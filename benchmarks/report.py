@@ -1,0 +1,442 @@
+"""Turn a pytest-benchmark JSON file into ``benchmarks/RESULTS.md`` and a PNG plot.
+
+Usage::
+
+    python -m benchmarks.report .benchmarks/last.json [--md PATH] [--png PATH]
+
+Every number comes from the one JSON file, i.e. from one run: the GEMM peak of each dtype
+(``bench_gemm``), the conv rows of ``cnn_ref`` and of the peers (``bench_conv``,
+``bench_peers``) and the checker's cost (``bench_checker``). Throughput uses the median
+round. "x PyTorch" is the row's throughput divided by PyTorch's for the same shape, dtype
+and op (above 1: faster than PyTorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MD = HERE / "RESULTS.md"
+DEFAULT_PNG = HERE / "results.png"
+
+SHAPE_ORDER = "ABCDSP"
+OP_ORDER = ("forward", "backward", "forward+backward")
+IMPL_ORDER = ("fast", "literal", "torch", "mygrad", "scipy")
+IMPL_LABEL = {
+    "fast": "cnn_ref fast",
+    "literal": "cnn_ref literal",
+    "torch": "PyTorch conv2d",
+    "mygrad": "mygrad conv_nd",
+    "scipy": "scipy.signal loops",
+}
+
+
+@dataclass(frozen=True)
+class ConvRow:
+    shape: str
+    shape_label: str
+    dtype: str
+    op: str
+    impl: str
+    convention: str
+    median: float
+    gflops: float
+    pct_peak: float | None
+    x_torch: float | None
+
+
+@dataclass(frozen=True)
+class CheckerRow:
+    case: str
+    case_label: str
+    tool: str
+    mode: str
+    median: float
+    n_evals: int | None
+    x_gradcheck_slow: float | None  # gradcheck slow time / this row's time (speed-up)
+    x_gradcheck_fast: float | None  # this row's time / gradcheck fast time (cost)
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    shape_label: str
+    dtype: str
+    convention: str
+    peak_bytes: int
+    input_bytes: int
+    io_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        """Peak live memory (inputs already held + peak new allocations) / (in + out + grads)."""
+        return (self.input_bytes + self.peak_bytes) / self.io_bytes
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    if "benchmarks" not in data:
+        raise ValueError(f"{path} has no 'benchmarks' list: not a pytest-benchmark JSON file")
+    return data
+
+
+def _gflops(bench: dict[str, Any]) -> float | None:
+    extra = bench.get("extra_info", {})
+    if "gflops" in extra:
+        return float(extra["gflops"])
+    median = bench.get("stats", {}).get("median")
+    if extra.get("flops") and median:
+        return float(extra["flops"]) / float(median) / 1e9
+    return None
+
+
+def gemm_peaks(benches: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """GEMM GFLOP/s per dtype (the best of the rows, should there be several)."""
+    peaks: dict[str, float] = {}
+    for b in benches:
+        extra = b.get("extra_info", {})
+        g = _gflops(b)
+        if extra.get("impl") == "gemm" and g is not None:
+            peaks[extra["dtype"]] = max(g, peaks.get(extra["dtype"], 0.0))
+    return peaks
+
+
+def _order(value: str, order: Sequence[str]) -> int:
+    return order.index(value) if value in order else len(order)
+
+
+def conv_rows(benches: Sequence[dict[str, Any]]) -> list[ConvRow]:
+    peaks = gemm_peaks(benches)
+    conv = [
+        b
+        for b in benches
+        if b.get("extra_info", {}).get("op") in OP_ORDER and _gflops(b) is not None
+    ]
+    torch: dict[tuple[str, str, str], float] = {}
+    for b in conv:
+        e = b["extra_info"]
+        if e["impl"] == "torch":
+            torch[(e["shape"], e["dtype"], e["op"])] = _gflops(b) or math.nan
+    rows = []
+    for b in conv:
+        e = b["extra_info"]
+        g = _gflops(b)
+        assert g is not None
+        peak = peaks.get(e["dtype"])
+        t = torch.get((e["shape"], e["dtype"], e["op"]))
+        rows.append(
+            ConvRow(
+                shape=e["shape"],
+                shape_label=e.get("shape_label", e["shape"]),
+                dtype=e["dtype"],
+                op=e["op"],
+                impl=e["impl"],
+                convention=e.get("convention", ""),
+                median=float(b["stats"]["median"]),
+                gflops=g,
+                pct_peak=100.0 * g / peak if peak else None,
+                x_torch=g / t if t else None,
+            )
+        )
+    rows.sort(
+        key=lambda r: (
+            _order(r.shape, SHAPE_ORDER),
+            r.shape,
+            r.dtype,
+            _order(r.op, OP_ORDER),
+            _order(r.impl, IMPL_ORDER),
+            r.convention,
+        )
+    )
+    return rows
+
+
+def checker_rows(benches: Sequence[dict[str, Any]]) -> list[CheckerRow]:
+    chk = [b for b in benches if b.get("extra_info", {}).get("kind") == "checker"]
+    ref: dict[tuple[str, str], float] = {}
+    for b in chk:
+        e = b["extra_info"]
+        if e["tool"] == "gradcheck":
+            ref[(e["case"], e["mode"])] = float(b["stats"]["median"])
+    rows = []
+    for b in chk:
+        e = b["extra_info"]
+        t = float(b["stats"]["median"])
+        slow = ref.get((e["case"], "slow"))
+        fast = ref.get((e["case"], "fast"))
+        rows.append(
+            CheckerRow(
+                case=e["case"],
+                case_label=e.get("case_label", e["case"]),
+                tool=e["tool"],
+                mode=e["mode"],
+                median=t,
+                n_evals=e.get("n_evals"),
+                x_gradcheck_slow=slow / t if slow else None,
+                x_gradcheck_fast=t / fast if fast else None,
+            )
+        )
+    rows.sort(key=lambda r: (r.case, r.tool != "check_layer", r.mode))
+    return rows
+
+
+def memory_rows(benches: Sequence[dict[str, Any]]) -> list[MemoryRow]:
+    rows = []
+    for b in benches:
+        e = b.get("extra_info", {})
+        if "peak_bytes" in e:
+            rows.append(
+                MemoryRow(
+                    shape_label=e.get("shape_label", e.get("shape", "?")),
+                    dtype=e["dtype"],
+                    convention=e.get("convention", ""),
+                    peak_bytes=int(e["peak_bytes"]),
+                    input_bytes=int(e["input_bytes"]),
+                    io_bytes=int(e["io_bytes"]),
+                )
+            )
+    rows.sort(key=lambda r: (_order(r.shape_label[:1], SHAPE_ORDER), r.dtype, r.convention))
+    return rows
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _num(value: float | None, spec: str, suffix: str = "") -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:{spec}}{suffix}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def machine_lines(data: dict[str, Any]) -> list[str]:
+    mi = data.get("machine_info", {})
+    info = mi.get("convgrad", {})
+    blas = ", ".join(
+        " ".join(str(p.get(k)) for k in ("internal_api", "version", "architecture") if p.get(k))
+        + (f" ({p['num_threads']} threads)" if p.get("num_threads") else "")
+        for p in info.get("blas", [])
+    )
+    lines = [
+        f"- CPU: {info.get('cpu') or mi.get('processor') or '?'}, {info.get('cores') or '?'} cores",
+        f"- Python {info.get('python') or mi.get('python_version', '?')}, "
+        f"numpy {info.get('numpy', '?')}" + (f", BLAS: {blas}" if blas else ""),
+        f"- PyTorch: {info.get('torch') or 'not installed'}"
+        + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
+        + f"; scipy: {info.get('scipy') or 'not installed'}",
+    ]
+    if info.get("env"):
+        lines.append(f"- environment: {info['env']}")
+    if data.get("datetime"):
+        lines.append(f"- run: {data['datetime']}")
+    return lines
+
+
+def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
+    benches = data["benchmarks"]
+    peaks = gemm_peaks(benches)
+    rows = conv_rows(benches)
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `python -m benchmarks.report` from one `make bench` run; "
+        "every number below was measured in that run. Throughput is the median round; "
+        "forward counts 2·N·C_out·H_out·W_out·C_in·kh·kw flops, backward twice that.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(data),
+        "",
+        "## GEMM peak (numpy matmul 2048 x 2048)",
+        "",
+        *_table(["dtype", "GFLOP/s"], [[d, f"{g:.1f}"] for d, g in sorted(peaks.items())]),
+        "",
+    ]
+    if rows:
+        lines += [
+            "## Convolution throughput",
+            "",
+            "`x PyTorch` = this row's GFLOP/s / PyTorch's for the same shape, dtype and op.",
+            "",
+            *_table(
+                [
+                    "shape",
+                    "dtype",
+                    "op",
+                    "impl",
+                    "convention",
+                    "median",
+                    "GFLOP/s",
+                    "% of GEMM peak",
+                    "x PyTorch",
+                ],
+                [
+                    [
+                        r.shape_label,
+                        r.dtype,
+                        r.op,
+                        IMPL_LABEL.get(r.impl, r.impl),
+                        r.convention,
+                        fmt_time(r.median),
+                        f"{r.gflops:.2f}",
+                        _num(r.pct_peak, ".1f", " %"),
+                        _num(r.x_torch, ".2f"),
+                    ]
+                    for r in rows
+                ],
+            ),
+            "",
+        ]
+    mem = memory_rows(benches)
+    if mem:
+        lines += [
+            "## Peak memory of forward+backward (impl fast)",
+            "",
+            "Peak = inputs (x, K, b, dy, held before the call) + the largest amount of new "
+            "memory numpy held during the call (tracemalloc). Budget: 3x (inputs + outputs + "
+            "gradients).",
+            "",
+            *_table(
+                ["shape", "dtype", "convention", "inputs+outputs+grads", "peak", "peak / io"],
+                [
+                    [
+                        m.shape_label,
+                        m.dtype,
+                        m.convention,
+                        f"{m.io_bytes / 2**20:.2f} MiB",
+                        f"{(m.input_bytes + m.peak_bytes) / 2**20:.2f} MiB",
+                        f"{m.ratio:.2f}x",
+                    ]
+                    for m in mem
+                ],
+            ),
+            "",
+        ]
+    chk = checker_rows(benches)
+    if chk:
+        lines += [
+            "## Cost of a full gradient check (float64)",
+            "",
+            "`vs gradcheck slow` = gradcheck slow-mode time / this row's time (a speed-up); "
+            "`vs gradcheck fast` = this row's time / gradcheck fast-mode time (a cost).",
+            "",
+            *_table(
+                [
+                    "case",
+                    "tool",
+                    "mode",
+                    "median",
+                    "forward calls",
+                    "vs gradcheck slow",
+                    "vs gradcheck fast",
+                ],
+                [
+                    [
+                        c.case_label,
+                        c.tool,
+                        c.mode,
+                        fmt_time(c.median),
+                        str(c.n_evals) if c.n_evals is not None else "–",
+                        _num(c.x_gradcheck_slow, ".1f", "x"),
+                        _num(c.x_gradcheck_fast, ".1f", "x"),
+                    ]
+                    for c in chk
+                ],
+            ),
+            "",
+        ]
+    if png_name:
+        lines += ["## Plot", "", f"![throughput per shape and implementation]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], path: str | Path) -> None:
+    """Grouped bars of GFLOP/s per shape and implementation, one panel per (op, dtype).
+
+    A dashed line marks the GEMM peak of the panel's dtype.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = data["benchmarks"]
+    peaks = gemm_peaks(benches)
+    rows = conv_rows(benches)
+    ops = [op for op in ("forward", "forward+backward") if any(r.op == op for r in rows)]
+    dtypes = sorted({r.dtype for r in rows}) or sorted(peaks)
+    shapes = sorted({r.shape for r in rows}, key=lambda s: (_order(s, SHAPE_ORDER), s))
+    series = []
+    for impl in IMPL_ORDER:
+        for conv in ("conv", "xcorr"):
+            if any(r.impl == impl and r.convention == conv for r in rows):
+                series.append((impl, conv))
+    fig, axes = plt.subplots(
+        max(len(ops), 1), max(len(dtypes), 1), figsize=(11, 7), squeeze=False, sharey=True
+    )
+    width = 0.8 / max(len(series), 1)
+    for i, op in enumerate(ops):
+        for j, dt in enumerate(dtypes):
+            ax = axes[i][j]
+            for k, (impl, conv) in enumerate(series):
+                vals = []
+                for s in shapes:
+                    hit = [
+                        r.gflops
+                        for r in rows
+                        if (r.shape, r.dtype, r.op, r.impl, r.convention) == (s, dt, op, impl, conv)
+                    ]
+                    vals.append(hit[0] if hit else 0.0)
+                xs = [x + (k - (len(series) - 1) / 2) * width for x in range(len(shapes))]
+                ax.bar(xs, vals, width, label=f"{IMPL_LABEL.get(impl, impl)} ({conv})")
+            if dt in peaks:
+                ax.axhline(peaks[dt], color="k", ls="--", lw=1, label="GEMM peak")
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(shapes)), shapes)
+            ax.set_title(f"{op}, {dt}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel("GFLOP/s (median, log)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("Convolution throughput per shape and implementation", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("json", help="pytest-benchmark JSON (--benchmark-json output)")
+    parser.add_argument("--md", default=str(DEFAULT_MD), help="markdown output path")
+    parser.add_argument("--png", default=str(DEFAULT_PNG), help="PNG output ('' to skip)")
+    args = parser.parse_args(argv)
+    data = load(args.json)
+    png_name = None
+    if args.png:
+        try:
+            plot(data, args.png)
+            png_name = os.path.relpath(Path(args.png).resolve(), Path(args.md).resolve().parent)
+        except ImportError:
+            print("matplotlib not installed: no plot written")
+    Path(args.md).write_text(render_markdown(data, png_name), encoding="utf-8")
+    print(f"wrote {args.md}" + (f" and {args.png}" if png_name else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

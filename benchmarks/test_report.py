@@ -1,0 +1,178 @@
+"""report.py on a small synthetic pytest-benchmark JSON: rows, percentages, ratios, PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import report
+
+
+def _bench(name: str, median: float, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "stats": {"median": median, "min": median}, "extra_info": extra}
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Path:
+    gf = 1e9
+    benches = [
+        # GEMM peaks: 100 GFLOP/s float64, 200 float32 (gflops derived from flops/median).
+        _bench("gemm64", 1.0, impl="gemm", op="matmul", dtype="float64", flops=100 * gf),
+        _bench("gemm32", 0.5, impl="gemm", op="matmul", dtype="float32", flops=100 * gf),
+        # Shape B float64 forward: fast 40 GFLOP/s, torch 50 GFLOP/s.
+        _bench(
+            "fastB",
+            0.25,
+            impl="fast",
+            convention="conv",
+            op="forward",
+            dtype="float64",
+            shape="B",
+            shape_label="B(32,64,32,32,64,3)",
+            flops=10 * gf,
+        ),
+        _bench(
+            "torchB",
+            0.2,
+            impl="torch",
+            convention="xcorr",
+            op="forward",
+            dtype="float64",
+            shape="B",
+            shape_label="B(32,64,32,32,64,3)",
+            flops=10 * gf,
+        ),
+        # Shape A float32 forward+backward: literal 2 GFLOP/s (1 % of the float32 peak), no torch.
+        _bench(
+            "litA",
+            3.0,
+            impl="literal",
+            convention="xcorr",
+            op="forward+backward",
+            dtype="float32",
+            shape="A",
+            shape_label="A(32,3,32,32,16,5)",
+            flops=6 * gf,
+            gflops=2.0,
+        ),
+        _bench(
+            "memB",
+            0.3,
+            impl="fast",
+            convention="conv",
+            op="forward+backward",
+            dtype="float64",
+            shape="B",
+            shape_label="B(32,64,32,32,64,3)",
+            flops=30 * gf,
+            peak_bytes=300,
+            input_bytes=100,
+            io_bytes=200,
+        ),
+        # Checker: ours 0.5 s; gradcheck slow 10 s, fast 0.25 s.
+        _bench(
+            "ours",
+            0.5,
+            kind="checker",
+            case="conv-large",
+            case_label="conv-large: x(4,4,16,16)",
+            tool="check_layer",
+            mode="full",
+            n_evals=40,
+        ),
+        _bench(
+            "slow",
+            10.0,
+            kind="checker",
+            case="conv-large",
+            case_label="conv-large: x(4,4,16,16)",
+            tool="gradcheck",
+            mode="slow",
+        ),
+        _bench(
+            "fast",
+            0.25,
+            kind="checker",
+            case="conv-large",
+            case_label="conv-large: x(4,4,16,16)",
+            tool="gradcheck",
+            mode="fast",
+        ),
+    ]
+    data = {
+        "benchmarks": benches,
+        "machine_info": {
+            "convgrad": {
+                "cpu": "Test CPU 9000",
+                "cores": 2,
+                "numpy": "2.x",
+                "blas": [{"internal_api": "openblas", "version": "0.3"}],
+                "torch": "2.13.0",
+                "python": "3.11",
+            }
+        },
+        "datetime": "2026-01-01T00:00:00",
+    }
+    path = tmp_path / "last.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _row(md: str, *cells: str) -> list[str]:
+    """The cells of the one table row containing every string in ``cells``."""
+    hits = [
+        line for line in md.splitlines() if line.startswith("|") and all(c in line for c in cells)
+    ]
+    assert len(hits) == 1, (cells, hits)
+    return [c.strip() for c in hits[0].strip("|").split("|")]
+
+
+def test_gemm_peak_percent_and_torch_ratio_are_computed_per_dtype(synthetic: Path) -> None:
+    md = report.render_markdown(report.load(synthetic))
+    assert _row(md, "| float64 | 100.0")
+    fast = _row(md, "cnn_ref fast", "forward |", "float64", "B(32")
+    assert fast[5:] == ["250.00 ms", "40.00", "40.0 %", "0.80"]
+    torch = _row(md, "PyTorch conv2d", "float64")
+    assert torch[6:] == ["50.00", "50.0 %", "1.00"]
+    lit = _row(md, "cnn_ref literal")
+    assert lit[5:] == ["3.00 s", "2.00", "1.0 %", "–"]  # no torch row for A float32
+
+
+def test_memory_ratio_counts_inputs_held_before_the_call(synthetic: Path) -> None:
+    rows = report.memory_rows(report.load(synthetic)["benchmarks"])
+    assert [r.ratio for r in rows] == [2.0]  # (100 + 300) / 200
+    md = report.render_markdown(report.load(synthetic))
+    assert _row(md, "| 2.00x |")
+
+
+def test_checker_ratios_against_gradcheck_slow_and_fast(synthetic: Path) -> None:
+    md = report.render_markdown(report.load(synthetic))
+    ours = _row(md, "check_layer")
+    assert ours[3:] == ["500.00 ms", "40", "20.0x", "2.0x"]
+    assert _row(md, "| gradcheck | slow |")[5] == "1.0x"
+
+
+def test_machine_section_names_cpu_blas_and_torch(synthetic: Path) -> None:
+    md = report.render_markdown(report.load(synthetic))
+    assert "Test CPU 9000, 2 cores" in md
+    assert "BLAS: openblas 0.3" in md
+    assert "PyTorch: 2.13.0" in md
+
+
+def test_main_writes_markdown_and_png(synthetic: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    md, png = tmp_path / "out" / "RESULTS.md", tmp_path / "out" / "plot.png"
+    md.parent.mkdir()
+    assert report.main([str(synthetic), "--md", str(md), "--png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![throughput per shape and implementation](plot.png)" in md.read_text()
+
+
+def test_rejects_a_file_that_is_not_benchmark_json(tmp_path: Path) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="no 'benchmarks' list"):
+        report.load(bad)
