@@ -49,8 +49,8 @@ def _sigmoid(u: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid_df(u: np.ndarray) -> np.ndarray:
-    s = _sigmoid(u)
-    return s * (1 - s)
+    # s(u) * s(-u) == s(1 - s), without the cancellation in 1 - s when s is close to 1
+    return _sigmoid(u) * _sigmoid(-u)
 
 
 def _tanh(u: np.ndarray) -> np.ndarray:
@@ -58,8 +58,11 @@ def _tanh(u: np.ndarray) -> np.ndarray:
 
 
 def _tanh_df(u: np.ndarray) -> np.ndarray:
-    t = np.tanh(u)
-    return 1 - t * t
+    # sech^2(u) = 4 e^{-2|u|} / (1 + e^{-2|u|})^2 == 1 - tanh^2(u), without its cancellation
+    # for large |u| and without overflow; sech is even, so |u| may be taken on the real part.
+    z = np.where(np.real(u) >= 0, u, -u)
+    e = np.exp(-2 * z)
+    return 4 * e / ((1 + e) * (1 + e))
 
 
 def _reject_complex(u: np.ndarray) -> None:
