@@ -368,32 +368,53 @@ def _stride_hint(ctx: _Context) -> str | None:
     bad = ctx.mismatch
     if bad.sum() < _MIN_ELEMENTS:
         return None
-    for s in range(2, _MAX_STRIDE + 1):
-        found = []
-        for axis, word in ((-2, "rows"), (-1, "columns")):
-            size = ctx.a.shape[axis]
-            if size < s + 1:
-                continue
-            idx = np.indices(ctx.a.shape)[axis]
-            bad_idx = idx[bad]
-            if len(np.unique(bad_idx)) < 2:
-                continue
-            residues = set((bad_idx % s).tolist())
-            if len(residues) == s:
-                continue
-            clean_rows = ctx.known & ~np.isin(idx % s, list(residues))
-            if not clean_rows.any():
-                continue
-            res_text = ", ".join(str(r) for r in sorted(residues))
-            found.append(f"{word} with index % {s} in {{{res_text}}}")
-        if found:
-            return (
-                f"{ctx.name}: mismatches only on {' and '.join(found)}, the others are right "
-                f"-- a stride of {s}: positions that the stride skips get a gradient they "
-                f"should not (or the strided positions miss theirs; check the up-sampling / "
-                f"dilation of delta by the stride)."
-            )
+    h, w = ctx.a.shape[-2:]
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None, :]
+    # smallest strides first: the simplest grid that separates right from wrong
+    steps = sorted(
+        ((sh, sw) for sh in range(1, _MAX_STRIDE + 1) for sw in range(1, _MAX_STRIDE + 1)),
+        key=lambda st: (st[0] * st[1], st),
+    )
+    for sh, sw in steps:
+        if (sh, sw) == (1, 1) or sh >= h + (sh == 1) or sw >= w + (sw == 1):
+            continue
+        for r0 in range(sh):
+            for c0 in range(sw):
+                grid = np.broadcast_to((rows % sh == r0) & (cols % sw == c0), ctx.a.shape)
+                for on_grid_bad in (False, True):
+                    wrong = grid if on_grid_bad else ~grid
+                    if (bad & ~wrong).any() or not (ctx.known & ~wrong).any():
+                        continue
+                    n_bad = int((bad & wrong).sum())
+                    # a stride pattern is systematic: most of the suspect positions are wrong
+                    if n_bad < _MIN_ELEMENTS or n_bad < 0.5 * int((ctx.known & wrong).sum()):
+                        continue
+                    where = _grid_text(sh, sw, r0, c0)
+                    if on_grid_bad:
+                        return (
+                            f"{ctx.name}: mismatches only at the strided positions ({where}); "
+                            f"the positions between them are right -- a stride of "
+                            f"({sh}, {sw}): the gradient reaching the strided positions is "
+                            f"wrong (check how delta is dilated by the stride)."
+                        )
+                    return (
+                        f"{ctx.name}: mismatches only at positions a stride of ({sh}, {sw}) "
+                        f"skips (everything except {where}); the strided positions are right "
+                        f"-- skipped positions get a gradient they should not (up-sampling "
+                        f"delta by repetition instead of inserting zeros, or the wrong "
+                        f"offset)."
+                    )
     return None
+
+
+def _grid_text(sh: int, sw: int, r0: int, c0: int) -> str:
+    parts = []
+    if sh > 1:
+        parts.append(f"row % {sh} == {r0}")
+    if sw > 1:
+        parts.append(f"column % {sw} == {c0}")
+    return " and ".join(parts)
 
 
 def _one_slice_hint(ctx: _Context) -> str | None:
