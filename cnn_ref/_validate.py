@@ -75,6 +75,8 @@ def as_pair(value: object, name: str, *, minimum: int = 1) -> tuple[int, int]:
 
 
 def _all_finite(x: np.ndarray) -> bool:
+    if x.size <= 65536:  # small arrays: the direct test is cheapest (per-call overhead matters)
+        return bool(np.isfinite(x).all())
     # A sum is one pass without a temporary; it is finite whenever every element is (unless
     # it overflows, in which case the exact element-wise test decides).
     with np.errstate(over="ignore", invalid="ignore"):

@@ -319,3 +319,14 @@ def test_bad_input_raises_naming_argument_and_value(kwargs, exc, match, impl) ->
 def test_bad_delta_raises(dy, exc, match, impl) -> None:
     with pytest.raises(exc, match=match):
         conv2d_backward(dy, _X, _K, impl=impl)
+
+
+def test_non_finite_check_is_exact_on_large_arrays() -> None:
+    # large arrays are screened by their sum; an overflowing sum of finite values must pass
+    from cnn_ref._validate import check_array
+
+    big = np.full(70000, 1e308)
+    assert check_array(big, "x") is big
+    big[12345] = np.inf
+    with pytest.raises(ValueError, match=r"x contains 1 non-finite value.*\(12345,\)"):
+        check_array(big, "x")
