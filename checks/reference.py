@@ -1,0 +1,275 @@
+"""``make verify``: the derivation audit, then every reference layer of cnn_ref through the checker.
+
+:func:`verify_command` runs :func:`checks.derivations.audit_command` and then
+:func:`checks.check_layer` on each configuration of :data:`REFERENCE_LAYERS` (both convolution
+conventions with stride, padding and dilation; sum/mean/max subsampling; the pooling, dense,
+activation and flatten layers; a small LeNet-5), and prints one table row per check.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from checks.errors import GradcheckError
+
+__all__ = ["REFERENCE_LAYERS", "LayerResult", "check_reference_layers", "verify_command"]
+
+
+def _x(*shape: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _tie_free(*shape: int, seed: int = 2) -> np.ndarray:
+    size = int(np.prod(shape))
+    return (np.random.default_rng(seed).permutation(size) - size / 2).reshape(shape) * 0.1
+
+
+def _layers() -> list[tuple[str, str, Callable[[], Any], Callable[[], np.ndarray]]]:
+    import cnn_ref as c
+
+    def sub(kind: str, **kw: Any) -> Callable[[], Any]:
+        def make() -> Any:
+            layer = c.Subsample(3, 2, kind=kind, seed=0, **kw)
+            layer.params["beta"][...] = [1.5, -0.7, 0.4]  # beta != 1 on purpose
+            return layer
+
+        return make
+
+    return [
+        (
+            "Conv2D",
+            "conv 2->3, 3x2, tanh",
+            lambda: c.Conv2D(2, 3, (3, 2), activation="tanh", seed=0),
+            lambda: _x(2, 2, 6, 7),
+        ),
+        (
+            "Conv2D",
+            "conv, stride 2, padding 1",
+            lambda: c.Conv2D(2, 3, 3, stride=2, padding=1, seed=0),
+            lambda: _x(2, 2, 7, 8),
+        ),
+        (
+            "Conv2D",
+            "conv, dilation 2, sigmoid",
+            lambda: c.Conv2D(2, 2, (2, 3), dilation=2, activation="sigmoid", seed=0),
+            lambda: _x(2, 2, 7, 8),
+        ),
+        (
+            "Conv2D",
+            "xcorr 2->3, 3x2",
+            lambda: c.Conv2D(2, 3, (3, 2), convention="xcorr", seed=0),
+            lambda: _x(2, 2, 6, 7),
+        ),
+        (
+            "Conv2D",
+            "xcorr, stride (2,1), pad (1,0), dil (1,2)",
+            lambda: c.Conv2D(
+                2,
+                3,
+                (2, 3),
+                stride=(2, 1),
+                padding=(1, 0),
+                dilation=(1, 2),
+                convention="xcorr",
+                activation="relu",
+                seed=0,
+            ),
+            lambda: _x(2, 2, 7, 9),
+        ),
+        (
+            "Subsample",
+            "sum 2x2, beta != 1, sigmoid",
+            sub("sum", activation="sigmoid"),
+            lambda: _x(2, 3, 6, 7),
+        ),
+        ("Subsample", "mean 2x2, 7x9 map (cropped)", sub("mean"), lambda: _x(2, 3, 7, 9)),
+        ("Subsample", "max 2x2, tie-free", sub("max"), lambda: _tie_free(2, 3, 6, 8)),
+        (
+            "Subsample",
+            "max 2x2 stride 1 (overlapping)",
+            sub("max", stride=1),
+            lambda: _tie_free(2, 3, 5, 6),
+        ),
+        ("MaxPool2D", "2x2", lambda: c.MaxPool2D(2), lambda: _tie_free(2, 2, 6, 6)),
+        (
+            "AvgPool2D",
+            "2x3 stride (2,2)",
+            lambda: c.AvgPool2D((2, 3), stride=2),
+            lambda: _x(2, 2, 6, 9),
+        ),
+        ("Dense", "5->4", lambda: c.Dense(5, 4, seed=0), lambda: _x(3, 5)),
+        ("Dense", "5->4, tanh", lambda: c.Dense(5, 4, activation="tanh", seed=0), lambda: _x(3, 5)),
+        *[
+            ("Activation", name, (lambda n=name: c.Activation(n)), lambda: _x(2, 3, 4))
+            for name in ("identity", "sigmoid", "tanh", "relu")
+        ],
+        ("Flatten", "(2,3,4,5) -> (2,60)", lambda: c.Flatten(), lambda: _x(2, 3, 4, 5)),
+        (
+            "lenet5",
+            "16x16, 3 classes, sigmoid, mean",
+            lambda: c.lenet5(image_size=16, n_classes=3, seed=0, loss=None),
+            lambda: _x(2, 1, 16, 16),
+        ),
+        (
+            "lenet5",
+            "16x16, xcorr, max, tanh",
+            lambda: c.lenet5(
+                image_size=16,
+                n_classes=3,
+                seed=0,
+                loss=None,
+                convention="xcorr",
+                kind="max",
+                activation="tanh",
+            ),
+            lambda: _x(2, 1, 16, 16),
+        ),
+    ]
+
+
+#: (layer, config, layer factory, input factory) for every check ``make verify`` runs.
+REFERENCE_LAYERS = _layers
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One reference-layer check."""
+
+    layer: str
+    config: str
+    checked: str  # e.g. "x 84/84, K 18/18, b 3/3"
+    max_rel_err: float
+    method: str
+    coverage: str
+    ok: bool
+    elapsed: float
+    message: str
+
+
+def _summarise(
+    layer: str, config: str, report: Any, ok: bool, elapsed: float, message: str
+) -> LayerResult:
+    tensors = list(getattr(report, "tensors", []) or [])
+    checked = ", ".join(f"{t.name} {t.n_checked}/{t.n_total}" for t in tensors)
+    errs = [float(t.max_rel_err) for t in tensors if np.isfinite(t.max_rel_err)]
+    return LayerResult(
+        layer,
+        config,
+        checked,
+        max(errs, default=0.0),
+        str(getattr(report, "method", "?")),
+        str(getattr(report, "coverage", "?")),
+        ok,
+        elapsed,
+        message,
+    )
+
+
+def check_reference_layers(*, seed: int = 0) -> list[LayerResult]:
+    """Run :func:`checks.check_layer` on every reference configuration."""
+    import checks
+
+    check_layer: Callable[..., Any] = checks.check_layer  # type: ignore[attr-defined,unused-ignore]
+    results = []
+    for name, config, make_layer, make_x in _layers():
+        start = time.perf_counter()
+        try:
+            report = check_layer(make_layer(), make_x(), seed=seed)
+            results.append(_summarise(name, config, report, True, time.perf_counter() - start, ""))
+        except GradcheckError as err:
+            results.append(
+                _summarise(
+                    name,
+                    config,
+                    err.report,
+                    False,
+                    time.perf_counter() - start,
+                    str(err).splitlines()[0] if str(err) else type(err).__name__,
+                )
+            )
+        except Exception as err:  # the layer or the checker crashed: a failure, with its reason
+            results.append(
+                LayerResult(
+                    name,
+                    config,
+                    "",
+                    float("nan"),
+                    "?",
+                    "?",
+                    False,
+                    time.perf_counter() - start,
+                    f"{type(err).__name__}: {err}",
+                )
+            )
+    return results
+
+
+def render_layers(results: list[LayerResult], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title="Reference layers through the checker (float64)", header_style="bold", pad_edge=False
+    )
+    table.add_column("layer", style="bold")
+    table.add_column("config")
+    table.add_column("tensors checked")
+    table.add_column("max rel err", justify="right")
+    table.add_column("method")
+    table.add_column("ok")
+    for r in results:
+        table.add_row(
+            r.layer,
+            r.config,
+            r.checked or r.message[:60],
+            f"{r.max_rel_err:.1e}",
+            f"{r.method}/{r.coverage}",
+            "[green]yes[/]" if r.ok else "[bold red]NO[/]",
+        )
+    console.print(table)
+
+
+def verify_command(console: Any, json_path: str | Path | None = None) -> int:
+    """``make verify``: the audit, then every reference layer; 0 when both are clean.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    json_path : path, optional
+        Write ``{"audit": [...], "layers": [...]}`` (the audit rows as in
+        ``checks.derivations.rows_to_json``; one object per layer check).
+
+    Returns
+    -------
+    int
+        0 when the audit is as documented and every reference layer passes, 1 otherwise.
+    """
+    from checks.derivations import audit_command, rows_to_json, run_audit
+
+    audit_rc = audit_command(console)
+    results = check_reference_layers()
+    render_layers(results, console)
+    failed = [r for r in results if not r.ok]
+    if json_path is not None:
+        payload = {
+            "audit": rows_to_json(run_audit()),
+            "layers": [
+                {**asdict(r), "max_rel_err": r.max_rel_err if np.isfinite(r.max_rel_err) else None}
+                for r in results
+            ],
+        }
+        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+    for r in failed:
+        console.print(f"[bold red]failed[/]: {r.layer} ({r.config}): {r.message}")
+    if not failed:
+        total = sum(r.elapsed for r in results)
+        console.print(
+            f"[green]verify ok[/]: {len(results)} reference-layer checks passed ({total:.1f} s)"
+        )
+    return 1 if (audit_rc or failed) else 0
