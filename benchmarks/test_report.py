@@ -150,7 +150,7 @@ def test_memory_ratio_counts_inputs_held_before_the_call(synthetic: Path) -> Non
 
 def test_checker_ratios_against_gradcheck_slow_and_fast(synthetic: Path) -> None:
     md = report.render_markdown(report.load(synthetic))
-    ours = _row(md, "check_layer")
+    ours = _row(md, "| check_layer | full |")
     assert ours[3:] == ["500.00 ms", "40", "20.0x", "2.0x"]
     assert _row(md, "| gradcheck | slow |")[5] == "1.0x"
 
@@ -176,3 +176,31 @@ def test_rejects_a_file_that_is_not_benchmark_json(tmp_path: Path) -> None:
     bad.write_text("{}")
     with pytest.raises(ValueError, match="no 'benchmarks' list"):
         report.load(bad)
+
+
+def test_targets_judge_the_issue_thresholds(synthetic: Path) -> None:
+    found = {t.claim: t for t in report.targets(report.load(synthetic)["benchmarks"])}
+    b64 = found["forward at B >= 40 % of GEMM peak (float64), %"]
+    assert (b64.measured, b64.met) == ("conv 40.0", True)
+    assert found["forward at C >= 60 % of GEMM peak (float64), %"].met is None
+    assert found["check_layer full on conv-large >= 20x faster than gradcheck slow"].met is True
+    mem = found["peak memory of forward+backward at B <= 3x (in + out + grads)"]
+    assert mem.met is True
+    md = report.render_markdown(report.load(synthetic))
+    assert _row(md, "forward at B >= 40 % of GEMM peak (float64)")[2] == "yes"
+
+
+def test_gemm_peak_uses_the_best_round() -> None:
+    benches = [
+        {
+            "stats": {"median": 2.0, "min": 1.0},
+            "extra_info": {
+                "impl": "gemm",
+                "dtype": "float64",
+                "flops": 1e9,
+                "gflops": 0.5,
+                "gflops_best": 1.0,
+            },
+        }
+    ]
+    assert report.gemm_peaks(benches) == {"float64": 1.0}
