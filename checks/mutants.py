@@ -549,7 +549,7 @@ def mutant_cases() -> list[Case]:
         Case(
             "conv_first_sample_only",
             "dx filled for sample 0 only",
-            _mut(_conv, _first_sample_only, x4, "first sample"),
+            _mut(_conv, _first_sample_only, _x(3, 2, 6, 7), "first sample"),
             M,
             "sample 0",
         ),

@@ -130,7 +130,8 @@ def run_case(case: Case, *, seed: int = 0) -> CaseResult:
 def _smooth_conv() -> tuple[Any, np.ndarray]:
     from cnn_ref import Conv2D
 
-    return Conv2D(2, 3, (3, 2), seed=0), np.random.default_rng(1).standard_normal((2, 2, 6, 7))
+    layer = Conv2D(2, 3, (3, 2), activation="tanh", seed=0)
+    return layer, np.random.default_rng(1).standard_normal((2, 2, 6, 7))
 
 
 def _relu_conv() -> tuple[Any, np.ndarray]:
@@ -142,9 +143,9 @@ def _relu_conv() -> tuple[Any, np.ndarray]:
 
 #: (label, method, layer factory): the layers the detection threshold is measured on.
 SENSITIVITY_SETUPS: list[tuple[str, str, Callable[[], tuple[Any, np.ndarray]]]] = [
-    ("complex", "complex", _smooth_conv),
-    ("richardson", "richardson", _smooth_conv),
-    ("central", "central", _smooth_conv),
+    ("complex (tanh conv)", "complex", _smooth_conv),
+    ("richardson (tanh conv)", "richardson", _smooth_conv),
+    ("central (tanh conv)", "central", _smooth_conv),
     ("central (ReLU conv, kinks)", "central", _relu_conv),
 ]
 
