@@ -1,1 +1,20 @@
-"""Finite-difference gradient checker for hand-written layers."""
+"""Finite-difference gradient checker for hand-written layers.
+
+>>> from checks import check_layer, check_vjp, GradientMismatchError, LayerContractError
+
+See :func:`check_layer` for the numerical method and :class:`Report` for what a check returns.
+"""
+
+from checks.api import check_layer, check_vjp
+from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
+from checks.report import Report, TensorReport
+
+__all__ = [
+    "GradcheckError",
+    "GradientMismatchError",
+    "LayerContractError",
+    "Report",
+    "TensorReport",
+    "check_layer",
+    "check_vjp",
+]

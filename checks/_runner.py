@@ -1,0 +1,878 @@
+"""The private runner behind :func:`checks.check_layer` and :func:`checks.check_vjp`.
+
+One pass, in order: validate the arguments; run forward and backward once for the analytic
+gradients (with contract checks: mutation, shapes, dtype kinds, NaN/Inf); check determinism;
+probe sample independence (batching) and complex-step safety (method) per tensor; plan the
+coverage; evaluate the numerical gradients; judge every element against its own tolerance,
+accepting subgradients at kinks; build the :class:`~checks.report.Report` and raise when it is
+not ok. The layer's parameters are restored in ``finally`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from checks import batching, contract, coverage, finite_diff, kinks, tolerances
+from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
+from checks.finite_diff import FDResult
+from checks.report import Report, TensorReport
+
+__all__ = ["METHODS", "run_layer", "run_vjp"]
+
+METHODS = ("auto", "central", "richardson", "complex")
+# elements of float64 scratch (outputs of packed copies) per reduction chunk
+_CHUNK_ELEMENTS = 2**21
+# elements evaluated one at a time are reduced in groups of this many
+_ELEMENT_GROUP = 64
+
+
+def _fmt_index(name: str, idx: tuple[int, ...]) -> str:
+    return f"{name}[{', '.join(map(str, idx))}]"
+
+
+# --------------------------------------------------------------------------------------------
+# targets: what is being checked, behind one interface
+
+
+class _Target:
+    """The function under check: named tensors, forward with one tensor replaced, gradients."""
+
+    layer_name: str
+    entry: str
+    names: list[str]
+    packable: set[str]
+    n_evals: int = 0
+
+    def value(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def analytic(self, dy: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+        raise NotImplementedError
+
+    def base_forward(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def watched(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class _LayerTarget(_Target):
+    def __init__(self, layer: Any, x: np.ndarray) -> None:
+        self.layer = layer
+        self.layer_name = type(layer).__name__
+        self.entry = "check_layer"
+        self.x = x
+        self.xw = x.copy()  # the input every numerical call sees (never the caller's array)
+        self.params: dict[str, np.ndarray] = layer.params
+        self.names = ["x", *self.params.keys()]
+        self.packable = {"x"}
+        self._complex_copy: dict[str, np.ndarray] = {}
+
+    def value(self, name: str) -> np.ndarray:
+        return self.xw if name == "x" else self.params[name]
+
+    def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
+        self.n_evals += 1
+        y = contract.call_layer(self.layer.forward, f"{self.layer_name}.forward {what}", x)
+        if not isinstance(y, np.ndarray):
+            raise LayerContractError(
+                f"{self.layer_name}.forward {what} returned {type(y).__name__}, not an ndarray"
+            )
+        return y
+
+    def base_forward(self) -> np.ndarray:
+        return self._forward(self.x, "on x")
+
+    def analytic(self, dy: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+        what = f"{self.layer_name}.backward"
+        dx = contract.call_layer(self.layer.backward, what, dy)
+        grads = getattr(self.layer, "grads", None)
+        out: dict[str, Any] = {"x": dx}
+        problems = []
+        for k in self.params:
+            if not isinstance(grads, dict) or k not in grads:
+                problems.append(f"{what} did not fill grads[{k!r}]")
+                out[k] = None
+            else:
+                out[k] = grads[k]
+        return out, problems
+
+    def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
+        if name == "x":
+            return self._forward(arr, what)
+        orig = self.params[name]
+        if arr.dtype == orig.dtype:
+            saved = orig.copy()
+            np.copyto(orig, arr)
+            try:
+                return self._forward(self.xw, what)
+            finally:
+                np.copyto(orig, saved)
+        self.params[name] = arr
+        try:
+            return self._forward(self.xw, what)
+        finally:
+            self.params[name] = orig
+
+    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+        base = self.value(name)
+        if np.iscomplexobj(v):
+            arr = self._complex_copy.get(name)
+            if arr is None:
+                arr = self._complex_copy[name] = base.astype(np.result_type(base, v))
+            old = arr[idx]
+            arr[idx] = v
+            try:
+                return self.eval_replace(name, arr, what)
+            finally:
+                arr[idx] = old
+        old = base[idx]
+        base[idx] = v
+        try:
+            return self._forward(self.xw, what)
+        finally:
+            base[idx] = old
+
+    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+        return self._forward(big, what)
+
+    def watched(self) -> dict[str, np.ndarray]:
+        return {"x": self.x, **{k: v for k, v in self.params.items()}}
+
+
+class _VjpTarget(_Target):
+    def __init__(
+        self, f: Callable[..., Any], vjp: Callable[..., Any], inputs: Sequence[np.ndarray]
+    ) -> None:
+        self.f = f
+        self.vjp = vjp
+        self.layer_name = getattr(f, "__name__", type(f).__name__)
+        self.entry = "check_vjp"
+        self.inputs = list(inputs)
+        self.work = [a.copy() for a in self.inputs]
+        self.index = {f"inputs[{i}]": i for i, a in enumerate(self.inputs) if a.dtype.kind == "f"}
+        self.names = list(self.index)
+        self.packable: set[str] = set()
+        self.batch_axis = 0
+        self._complex_copy: dict[str, np.ndarray] = {}
+
+    def value(self, name: str) -> np.ndarray:
+        return self.work[self.index[name]]
+
+    def _call(self, args: list[np.ndarray], what: str) -> np.ndarray:
+        self.n_evals += 1
+        y = contract.call_layer(self.f, f"{self.layer_name} {what}", *args)
+        if not isinstance(y, np.ndarray):
+            raise LayerContractError(
+                f"{self.layer_name} {what} returned {type(y).__name__}, not an ndarray"
+            )
+        return y
+
+    def base_forward(self) -> np.ndarray:
+        return self._call(self.inputs, "on the inputs")
+
+    def analytic(self, dy: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+        what = f"vjp of {self.layer_name}"
+        gs = contract.call_layer(self.vjp, what, dy, *self.inputs)
+        if not isinstance(gs, (tuple, list)) or len(gs) != len(self.inputs):
+            n = len(gs) if isinstance(gs, (tuple, list)) else type(gs).__name__
+            raise LayerContractError(
+                f"{what} must return a tuple with one gradient per input "
+                f"({len(self.inputs)}), got {n}"
+            )
+        return {name: gs[i] for name, i in self.index.items()}, []
+
+    def _args(self, name: str, arr: np.ndarray) -> list[np.ndarray]:
+        args = list(self.work)
+        args[self.index[name]] = arr
+        return args
+
+    def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
+        return self._call(self._args(name, arr), what)
+
+    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+        base = self.value(name)
+        if np.iscomplexobj(v):
+            arr = self._complex_copy.get(name)
+            if arr is None:
+                arr = self._complex_copy[name] = base.astype(np.result_type(base, v))
+        else:
+            arr = base
+        old = arr[idx]
+        arr[idx] = v
+        try:
+            return self._call(self._args(name, arr), what)
+        finally:
+            arr[idx] = old
+
+    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+        ba = self.batch_axis
+        n = self.value(name).shape[ba]
+        args = []
+        for k, a in enumerate(self.work):
+            if k == self.index[name]:
+                args.append(big)
+            elif a.ndim > ba and a.shape[ba] == n:
+                args.append(np.concatenate([a] * copies, axis=ba))
+            else:
+                args.append(a)
+        return self._call(args, what)
+
+    def watched(self) -> dict[str, np.ndarray]:
+        return {f"inputs[{i}]": a for i, a in enumerate(self.inputs)}
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class _Ctx:
+    target: _Target
+    dy: np.ndarray
+    dy64: np.ndarray
+    y0: np.ndarray  # float64 baseline output
+    y_shape: tuple[int, ...]
+    ybar: float
+    rule: tolerances.DtypeRule
+    rng: np.random.Generator
+    batch_axis: int
+    rtol: float | None
+    atol: float | None
+    packed: set[str] = field(default_factory=set)
+
+
+def _reduce(
+    y: np.ndarray, base: np.ndarray, dy64: np.ndarray, ybar: float, eps: float, kind: str
+) -> tuple[np.ndarray, ...]:
+    """Reduce outputs ``y`` (P, K, M, R) of perturbed evaluations to the numbers FD needs.
+
+    Returns ``(r (K, P, M), magnitude (2, P, M), noise (2, P, M))`` for real stencils and
+    ``(im (P, M), abs (P, M))`` for the complex step.
+    """
+    ady = np.abs(dy64)
+    if kind == "complex":
+        im = y[:, 0].imag.astype(np.float64, copy=False)
+        return (
+            np.einsum("pmr,mr->pm", im, dy64),
+            np.einsum("pmr,mr->pm", np.abs(im), ady),
+        )
+    y = y.astype(np.float64, copy=False)
+    r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
+    mags, noises = [], []
+    for a, b in ((0, 1), (2, 3)):
+        ya, yb = y[:, a], y[:, b]
+        diff = ya - yb
+        mags.append(np.einsum("pmr,mr->pm", np.abs(diff), ady))
+        g = np.maximum(np.maximum(np.abs(ya), np.abs(yb)), ybar)
+        noises.append(eps * np.einsum("pmr,mr->pm", np.where(diff != 0, g, 0.0), ady))
+    return r, np.stack(mags), np.stack(noises)
+
+
+def _check_out_shape(ctx: _Ctx, y: np.ndarray, expected: tuple[int, ...], what: str) -> None:
+    if y.shape != expected:
+        raise LayerContractError(
+            f"{ctx.target.layer_name} output shape changed under perturbation: {what} gave "
+            f"{y.shape}, expected {expected}"
+        )
+
+
+def _complex_value(t: np.ndarray, h: np.ndarray, rule: tolerances.DtypeRule) -> np.ndarray:
+    return t.astype(rule.complex_dtype) + 1j * h.astype(rule.complex_dtype)
+
+
+def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements of a packable tensor, many per call."""
+    tgt, ba = ctx.target, ctx.batch_axis
+    x = tgt.value(name)
+    xb = np.moveaxis(x, ba, 0)
+    n = xb.shape[0]
+    xf = np.ascontiguousarray(xb).reshape(n, -1)
+    s = xf.shape[1]
+    cols = np.flatnonzero(np.moveaxis(mask, ba, 0).reshape(n, s).any(axis=0))
+    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+    k = len(stencil)
+    yb_shape = list(ctx.y_shape)
+    r_out = math.prod(ctx.y_shape) // n
+    y0m = np.moveaxis(ctx.y0, ba, 0).reshape(n, -1)
+    dym = np.moveaxis(ctx.dy64, ba, 0).reshape(n, -1)
+    per_pos = max(1, min(_CHUNK_ELEMENTS // max(1, k * n * r_out), _CHUNK_ELEMENTS // (k * n * s)))
+    fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
+              "onesided_noise", "central", "central2")  # fmt: skip
+    out = {f: np.full((n, s), np.nan) for f in fields}
+    for start in range(0, cols.size, per_pos):
+        pos = cols[start : start + per_pos]
+        p = pos.size
+        t = xf[:, pos]
+        if kind == "complex":
+            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+            vals = _complex_value(t, h, ctx.rule)[None]
+            dtype = np.dtype(ctx.rule.complex_dtype)
+        else:
+            h = finite_diff.step_sizes(t, ctx.rule.h_central)
+            vals, taken = finite_diff.perturbed_values(t, h, stencil)
+            dtype = x.dtype
+        big = batching.pack_copies(xf, pos, vals, dtype)
+        copies = big.shape[0]
+        xin = np.moveaxis(big.reshape((copies * n, *xb.shape[1:])), 0, ba)
+        what = f"on {copies} packed copies of {name} ({p} positions)"
+        ybig = tgt.eval_packed(name, xin, copies, what)
+        yb_shape[ba] = copies * n
+        _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+        y = batching.unpack_outputs(ybig, copies, ba)
+        if kind == "complex":
+            im, ab = _reduce(y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind)
+            fd = finite_diff.combine_complex(im.T, ab.T, h, ctx.rule.eps)
+        else:
+            base = y[0].astype(np.float64)
+            r, mag, noise = _reduce(
+                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind
+            )
+            fd = finite_diff.combine_real(
+                r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1), noise.transpose(0, 2, 1),
+                method=kind,
+            )  # fmt: skip
+        for f in fields:
+            v = getattr(fd, f)
+            if v is not None:
+                out[f][:, pos] = v
+    return {f: np.moveaxis(v.reshape(xb.shape), 0, ba) for f, v in out.items()}
+
+
+def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements, one forward call per stencil point."""
+    tgt = ctx.target
+    t_all = tgt.value(name)
+    idxs = np.argwhere(mask)
+    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+    k = len(stencil)
+    y0 = ctx.y0.reshape(1, -1)
+    dym = ctx.dy64.reshape(1, -1)
+    fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
+              "onesided_noise", "central", "central2")  # fmt: skip
+    out = {f: np.full(t_all.shape, np.nan) for f in fields}
+    for start in range(0, len(idxs), _ELEMENT_GROUP):
+        group = [tuple(int(i) for i in row) for row in idxs[start : start + _ELEMENT_GROUP]]
+        t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
+        if kind == "complex":
+            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+            vals = _complex_value(t, h, ctx.rule)[None]
+        else:
+            h = finite_diff.step_sizes(t, ctx.rule.h_central)
+            vals, taken = finite_diff.perturbed_values(t, h, stencil)
+        ys = np.empty(
+            (len(group), k, 1, y0.shape[1]),
+            dtype=np.complex128 if kind == "complex" else np.float64,
+        )
+        for j, idx in enumerate(group):
+            for q in range(k):
+                what = f"while perturbing {_fmt_index(name, idx)}"
+                y = tgt.eval_element(name, idx, vals[q, j], what)
+                _check_out_shape(ctx, y, ctx.y_shape, what)
+                ys[j, q, 0] = y.reshape(-1)
+        if kind == "complex":
+            im, ab = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
+            fd = finite_diff.combine_complex(im[:, 0], ab[:, 0], h, ctx.rule.eps)
+        else:
+            r, mag, noise = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
+            fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
+                                          method=kind)  # fmt: skip
+        rows = tuple(idxs[start : start + _ELEMENT_GROUP].T)
+        for f in fields:
+            v = getattr(fd, f)
+            if v is not None:
+                out[f][rows] = v
+    return out
+
+
+def _fd(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    if name in ctx.packed:
+        return _fd_packed(ctx, name, mask, kind)
+    return _fd_elements(ctx, name, mask, kind)
+
+
+def _directional(
+    ctx: _Ctx, name: str, g: np.ndarray, v: np.ndarray, kind: str
+) -> tuple[float, float, float, float]:
+    """Directional derivative along ``v``: ``(analytic <g, v>, numerical, error, magnitude)``.
+
+    For real methods the analytic prediction ``<g, step>`` of each stencil point is subtracted
+    before the differences are combined, so the steps' rounding to the tensor's dtype does not
+    enter the comparison.
+    """
+    tgt = ctx.target
+    t = tgt.value(name)
+    t64 = t.astype(np.float64)
+    av = float(np.vdot(g, v))
+    vmax = float(np.max(np.abs(v))) or 1.0
+    scale = max(1.0, float(np.max(np.abs(t64))) if t64.size else 1.0)
+    what = f"along a random direction in {name}"
+    if kind == "complex":
+        tau = ctx.rule.h_complex * scale / vmax
+        arr = t.astype(ctx.rule.complex_dtype) + 1j * (tau * v).astype(ctx.rule.complex_dtype)
+        y = tgt.eval_replace(name, arr, what)
+        _check_out_shape(ctx, y, ctx.y_shape, what)
+        if not np.iscomplexobj(y):
+            raise TypeError("forward dropped the imaginary part")
+        im = y.imag.astype(np.float64)
+        num = float(np.vdot(ctx.dy64, im)) / tau
+        mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
+        return av, num, ctx.rule.eps * mag, mag
+    tau = ctx.rule.h_central * scale / vmax
+    ys = []
+    rs = []
+    for s in finite_diff.REAL_STENCIL:
+        arr = (t64 + s * tau * v).astype(t.dtype)
+        step = arr.astype(np.float64) - t64
+        y = tgt.eval_replace(name, arr, what)
+        _check_out_shape(ctx, y, ctx.y_shape, what)
+        ys.append(y.reshape(1, -1))
+        rs.append(float(np.vdot(g, step)))
+    yst = np.stack(ys)[None]  # (1, 4, 1, R)
+    r, mags, noise = _reduce(
+        yst, ctx.y0.reshape(1, -1), ctx.dy64.reshape(1, -1), ctx.ybar, ctx.rule.eps, "real"
+    )
+    resid = r[:, 0, 0] - np.array(rs)
+    taken = np.array(finite_diff.REAL_STENCIL) * tau
+    fd = finite_diff.combine_real(resid, taken, mags[:, 0, 0], noise[:, 0, 0], method="richardson")
+    return av, av + float(fd.value), float(fd.error), float(fd.magnitude)
+
+
+def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
+    """Probe: does the complex step agree with real differences along a random direction?"""
+    v = ctx.rng.standard_normal(g.shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.ComplexWarning)
+            _, nc, ec, mc = _directional(ctx, name, g, v, "complex")
+    except Exception as exc:  # any failure of the complex path means: do not use it
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return False, f"complex step unusable ({type(cause).__name__})"
+    if not math.isfinite(nc):
+        return False, "complex step unusable (non-finite)"
+    _, nr, er, mr = _directional(ctx, name, g, v, "real")
+    tol, _ = tolerances.tolerance(np.array(nr), np.array(er + ec), np.array(max(mr, mc)), ctx.rule)
+    if abs(nc - nr) <= float(tol):
+        return True, "complex step (probe agreed with Richardson)"
+    return False, "complex step disagreed with real differences on a probe"
+
+
+def _judge(
+    ctx: _Ctx, name: str, a: np.ndarray, fd: dict[str, np.ndarray], mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, str]:
+    tol, text = tolerances.tolerance(
+        fd["value"], fd["error"], fd["magnitude"], ctx.rule, rtol=ctx.rtol, atol=ctx.atol
+    )
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(a - fd["value"]) <= tol
+    return tol, mask & ~ok & np.isfinite(fd["value"]) & np.isfinite(a), text
+
+
+def _check_tensor(
+    ctx: _Ctx,
+    name: str,
+    a: np.ndarray,
+    mask: np.ndarray,
+    n_proj: int,
+    kind: str,
+    method_note: str,
+) -> TensorReport:
+    t = ctx.target.value(name)
+    real = "richardson" if kind in ("complex", "richardson") else "central"
+    fallback_note = ""
+    fd = None
+    if kind == "complex":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", np.exceptions.ComplexWarning)
+                fd = _fd(ctx, name, mask, "complex")
+        except (GradcheckError, np.exceptions.ComplexWarning, TypeError, ValueError) as exc:
+            fallback_note = f"; complex step failed mid-check ({type(exc).__name__}), {real} used"
+            kind = real
+    if fd is None:
+        fd = _fd(ctx, name, mask, kind)
+    tol, bad, text = _judge(ctx, name, a, fd, mask)
+    kink_mask = np.zeros(t.shape, dtype=bool)
+    reexam = 0
+    if kind == "complex" and bad.any():
+        # a complex-step mismatch is re-examined with real differences and the kink test:
+        # the complex step cannot see one-sided derivatives (ReLU at 0, max ties)
+        sel = bad.copy()
+        fr = _fd(ctx, name, sel, real)
+        sel = sel & np.isfinite(fr["value"])
+        reexam = int(sel.sum())
+        for f in fd:
+            fd[f] = np.where(sel, fr[f], fd[f])
+        tol2, bad2, _ = _judge(ctx, name, a, fr, sel)
+        tol = np.where(sel, tol2, tol)
+        _, acc = kinks.judge_kinks(_as_fd(fr), a, tol2, ctx.rule.safety)
+        kink_mask = sel & acc
+        bad = np.where(sel, bad2 & ~kink_mask, bad)
+    elif kind != "complex":
+        _, acc = kinks.judge_kinks(_as_fd(fd), a, tol, ctx.rule.safety)
+        kink_mask = bad & acc
+        bad = bad & ~kink_mask
+    num = np.where(mask, fd["value"], np.nan)
+    err_est = np.where(mask, fd["error"], np.nan)
+    tol = np.where(mask, tol, np.nan)
+    nonfin_num = mask & ~np.isfinite(num)
+    rule_text = text + (f"; {reexam} complex-step mismatches re-examined with {real}"
+                        if reexam else "") + fallback_note  # fmt: skip
+    tr = TensorReport(
+        name=name, shape=tuple(t.shape), dtype=str(t.dtype), n_total=int(t.size),
+        n_checked=int(mask.sum()), atol=ctx.atol, rtol=ctx.rtol,
+        tolerance_rule=rule_text, analytic=a, numerical=num, error_estimate=err_est, tol=tol,
+        checked=mask.copy(), method=kind if not reexam else f"{kind}+{real}",
+    )  # fmt: skip
+    tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(kink_mask)]
+    tr.nonfinite["numerical"] = [tuple(int(i) for i in r) for r in np.argwhere(nonfin_num)]
+    tr.mismatch = bad | nonfin_num
+    # projections (the unchecked rest of the tensor)
+    for _ in range(n_proj):
+        v = ctx.rng.standard_normal(t.shape)
+        pk = "complex" if kind == "complex" else "real"
+        av, nv, ev, mv = _directional(ctx, name, a, v, pk)
+        ptol, _ = tolerances.tolerance(
+            np.array(nv), np.array(ev), np.array(mv), ctx.rule, rtol=ctx.rtol, atol=ctx.atol
+        )
+        tr.projections.append((av, nv, float(ptol)))
+    proj_bad = sum(1 for av, nv, pt in tr.projections if not abs(av - nv) <= pt)
+    _summarise(tr)
+    tr.ok = tr.n_mismatched == 0 and proj_bad == 0 and not tr.nonfinite["numerical"]
+    if method_note and method_note not in tr.tolerance_rule:
+        tr.tolerance_rule += f"; {method_note}"
+    return tr
+
+
+def _as_fd(d: dict[str, np.ndarray]) -> FDResult:
+    return FDResult(**d)
+
+
+def _summarise(tr: TensorReport) -> None:
+    a, n = tr.analytic, tr.numerical
+    ok = tr.checked & np.isfinite(n) & np.isfinite(a)
+    for idx in tr.kinks:
+        ok[idx] = False
+    tr.n_mismatched = int(tr.mismatch.sum())
+    if not ok.any():
+        return
+    err = np.where(ok, np.abs(a - n), 0.0)
+    denom = np.maximum(np.abs(a), np.abs(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(ok & (denom > 0), err / denom, 0.0)
+        ratio = np.where(ok, err / tr.tol, -1.0)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    tr.max_abs_err = float(err.max())
+    tr.max_rel_err = float(rel.max())
+    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), a.shape))
+
+
+def _validate_common(method: str, coverage_: str, seed: Any, rtol: Any, atol: Any) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if coverage_ not in coverage.COVERAGES:
+        raise ValueError(f"coverage must be one of {coverage.COVERAGES}, got {coverage_!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    for nm, v in (("rtol", rtol), ("atol", atol)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise TypeError(f"{nm} must be a float or None, got {v!r}")
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{nm} must be finite and >= 0, got {v!r}")
+
+
+def _validate_array(name: str, a: Any) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy ndarray, got {type(a).__name__}")
+    if a.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must have a real floating dtype, got {a.dtype} (the checker never casts)"
+        )
+    if a.dtype not in tolerances.DTYPE_TABLE:
+        raise TypeError(f"{name} has dtype {a.dtype}, which has no tolerance rule")
+    return a
+
+
+def _run(
+    target: _Target,
+    *,
+    dy: Any,
+    method: str,
+    coverage_: str,
+    rtol: float | None,
+    atol: float | None,
+    seed: int,
+    batch_axis: int,
+) -> Report:
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    report = Report(
+        method=method, coverage=coverage_, seed=int(seed), layer_name=target.layer_name,
+        requested_method=method, requested_coverage=coverage_, entry=target.entry,
+    )  # fmt: skip
+
+    def fail(exc_type: type[GradcheckError], problem: str) -> GradcheckError:
+        report.problems.append(problem)
+        report.ok = False
+        report.elapsed = time.perf_counter() - t_start
+        report.n_evals = target.n_evals
+        from checks.messages import format_report
+
+        return exc_type(format_report(report), report)
+
+    watched = target.watched()
+    before = contract.snapshot(watched)
+    # -- analytic pass ---------------------------------------------------------------------
+    try:
+        y = target.base_forward()
+    except LayerContractError as exc:
+        raise fail(LayerContractError, str(exc)) from exc.__cause__
+    y = y.copy()
+    if y.dtype.kind != "f":
+        raise fail(LayerContractError, f"forward returned dtype {y.dtype}; expected real float")
+    if not np.isfinite(y).all():
+        idx = contract.nonfinite_indices(y)
+        where = contract.format_indices("y", idx, int((~np.isfinite(y)).sum()))
+        raise fail(LayerContractError, f"forward output has NaN/Inf at {where}")
+    if dy is None:
+        dy = rng.standard_normal(y.shape).astype(y.dtype)
+    else:
+        if not isinstance(dy, np.ndarray) or dy.dtype.kind != "f":
+            raise TypeError(
+                f"dy must be a real floating ndarray, got {type(dy).__name__}"
+                f"{'' if not isinstance(dy, np.ndarray) else ' of ' + str(dy.dtype)}"
+            )
+        if dy.shape != y.shape:
+            raise ValueError(f"dy has shape {dy.shape}, forward output has shape {y.shape}")
+        if not np.isfinite(dy).all():
+            raise ValueError("dy contains NaN/Inf")
+    dy_snap = dy.copy()
+    try:
+        grads, problems = target.analytic(dy)
+    except LayerContractError as exc:
+        raise fail(LayerContractError, str(exc)) from exc.__cause__
+    if problems:
+        raise fail(LayerContractError, "; ".join(problems))
+    changed = contract.mutated(before, watched)
+    if not np.array_equal(dy, dy_snap, equal_nan=True):
+        changed.append("dy")
+    if changed:
+        raise fail(
+            LayerContractError,
+            f"the layer mutated {', '.join(changed)} during "
+            "forward/backward (inputs, parameters and dy must be left unchanged)",
+        )
+    analytic: dict[str, np.ndarray] = {}
+    for name in target.names:
+        ref = target.value(name)
+        p = contract.check_gradient_array(name, grads[name], ref, target.layer_name)
+        if p:
+            raise fail(LayerContractError, p)
+        analytic[name] = np.array(grads[name], dtype=np.float64, copy=True)
+    rule = tolerances.rule_for(y.dtype, *(target.value(n).dtype for n in target.names))
+    # -- determinism ---------------------------------------------------------------------
+    y2 = target.base_forward()
+    if y2.shape != y.shape or not np.allclose(y2, y, rtol=16 * rule.eps, atol=0.0):
+        raise fail(
+            LayerContractError,
+            "forward is not deterministic: two calls on the same x "
+            "and parameters gave different outputs (reseed any RNG inside the layer)",
+        )
+    ctx = _Ctx(
+        target=target, dy=dy, dy64=dy.astype(np.float64), y0=y.astype(np.float64),
+        y_shape=y.shape, ybar=float(np.mean(np.abs(y))) if y.size else 0.0, rule=rule,
+        rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol,
+    )  # fmt: skip
+    # -- analytic NaN/Inf is its own case -----------------------------------------------------
+    for name in target.names:
+        a = analytic[name]
+        if not np.isfinite(a).all():
+            tr = TensorReport(name=name, shape=a.shape, dtype=str(target.value(name).dtype),
+                              n_total=a.size, analytic=a, ok=False)  # fmt: skip
+            tr.nonfinite["analytic"] = contract.nonfinite_indices(a)
+            report.tensors.append(tr)
+            where = contract.format_indices(name, tr.nonfinite["analytic"],
+                                            int((~np.isfinite(a)).sum()))  # fmt: skip
+            raise fail(LayerContractError, f"analytic gradient has NaN/Inf at {where}")
+    try:
+        # -- batching ------------------------------------------------------------------------
+        notes = []
+        for name in target.names:
+            if name in target.packable and target.value(name).ndim > batch_axis:
+                n_batch = target.value(name).shape[batch_axis]
+
+                def call(arr: np.ndarray, nm: str = name, nb: int = n_batch) -> np.ndarray:
+                    copies = arr.shape[batch_axis] // max(nb, 1)
+                    return target.eval_packed(nm, arr, copies, "in the independence probe")
+
+                ok, why = batching.probe_independence(
+                    call, target.value(name), y, batch_axis, rng, rule.eps
+                )
+                if ok:
+                    ctx.packed.add(name)
+                notes.append(f"{name}: {why}")
+        report.batching = "; ".join(notes) if notes else "one call per probe (no batch input)"
+        # -- method per tensor -----------------------------------------------------------------
+        kinds: dict[str, str] = {}
+        method_notes: dict[str, str] = {}
+        for name in target.names:
+            if method in ("auto", "complex"):
+                ok, why = _complex_ok(ctx, name, analytic[name])
+                kinds[name] = "complex" if ok else "richardson"
+                method_notes[name] = "" if ok else why + "; richardson used"
+            else:
+                kinds[name] = method
+                method_notes[name] = ""
+        # -- coverage ------------------------------------------------------------------------
+        costs = []
+        res = {}
+        xsize = max(1, target.value(target.names[0]).size) if target.names else 1
+        for name in target.names:
+            t = target.value(name)
+            k = 1 if kinds[name] == "complex" else len(finite_diff.REAL_STENCIL)
+            if name in ctx.packed:
+                n = t.shape[batch_axis]
+                cols = t.size // max(n, 1)
+                work = k * cols * t.size
+                calls = math.ceil(work / _CHUNK_ELEMENTS)
+                group: int | None = batch_axis
+            else:
+                work = k * t.size * xsize
+                calls = k * t.size
+                group = None
+            costs.append(coverage.TensorCost(name, tuple(t.shape), group, work, calls))
+            res[name] = rule.safety * (rule.eps if kinds[name] == "complex"
+                                       else rule.eps / rule.h_central)  # fmt: skip
+        plan = coverage.plan_coverage(coverage_, costs, res, rng)
+        report.coverage = plan.coverage
+        # -- numerical -----------------------------------------------------------------------
+        for name in target.names:
+            tr = _check_tensor(ctx, name, analytic[name], plan.masks[name],
+                               plan.projections[name], kinds[name], method_notes[name])  # fmt: skip
+            report.tensors.append(tr)
+            report.kinks.extend((name, i) for i in tr.kinks)
+    except LayerContractError as exc:
+        raise fail(LayerContractError, str(exc)) from exc.__cause__
+    finally:
+        report.n_evals = target.n_evals
+    used = sorted({t.method for t in report.tensors})
+    report.method = used[0] if len(used) == 1 else (
+        "mixed(" + ", ".join(f"{t.name}={t.method}" for t in report.tensors) + ")")  # fmt: skip
+    changed = contract.mutated(before, watched)
+    if changed:
+        raise fail(
+            LayerContractError,
+            f"the layer mutated {', '.join(changed)} during the numerical evaluation",
+        )
+    for tr in report.tensors:
+        if tr.nonfinite["numerical"]:
+            where = contract.format_indices(tr.name, tr.nonfinite["numerical"][:10],
+                                            len(tr.nonfinite["numerical"]))  # fmt: skip
+            report.problems.append(
+                f"numerical gradient is NaN/Inf at {where}: forward produced non-finite "
+                "values when these elements were perturbed"
+            )
+    report.elapsed = time.perf_counter() - t_start
+    report.n_evals = target.n_evals
+    report.ok = all(t.ok for t in report.tensors) and not report.problems
+    if not report.ok:
+        from checks.messages import format_report
+
+        exc_type = LayerContractError if report.problems else GradientMismatchError
+        raise exc_type(format_report(report), report)
+    return report
+
+
+def run_layer(
+    layer: Any,
+    x: Any,
+    *,
+    dy: Any,
+    method: str,
+    coverage_: str,
+    rtol: float | None,
+    atol: float | None,
+    seed: int,
+    batch_axis: int,
+) -> Report:
+    """Check ``layer`` at ``x`` (see :func:`checks.check_layer`)."""
+    for attr in ("forward", "backward"):
+        if not callable(getattr(layer, attr, None)):
+            raise TypeError(f"layer must have a callable .{attr}; {type(layer).__name__} has not")
+    params = getattr(layer, "params", None)
+    if not isinstance(params, dict):
+        raise TypeError(f"layer.params must be a dict of arrays, got {type(params).__name__}")
+    for k, v in params.items():
+        _validate_array(f"layer.params[{k!r}]", v)
+    _validate_array("x", x)
+    _validate_common(method, coverage_, seed, rtol, atol)
+    ba = _batch_axis(batch_axis, x.ndim)
+    with contract.restored_params(params):
+        return _run(_LayerTarget(layer, x), dy=dy, method=method, coverage_=coverage_,
+                    rtol=rtol, atol=atol, seed=seed, batch_axis=ba)  # fmt: skip
+
+
+def _batch_axis(batch_axis: Any, ndim: int) -> int:
+    if isinstance(batch_axis, bool) or not isinstance(batch_axis, (int, np.integer)):
+        raise TypeError(f"batch_axis must be an int, got {batch_axis!r}")
+    if ndim == 0:
+        return 0
+    if not -ndim <= batch_axis < ndim:
+        raise ValueError(f"batch_axis={batch_axis} is out of range for an input with {ndim} dims")
+    return int(batch_axis) % ndim
+
+
+def run_vjp(
+    f: Callable[..., Any],
+    vjp: Callable[..., Any],
+    inputs: Sequence[Any],
+    *,
+    dy: Any,
+    method: str,
+    coverage_: str,
+    rtol: float | None,
+    atol: float | None,
+    seed: int,
+    batch_axis: int,
+) -> Report:
+    """Check ``vjp`` against ``f`` (see :func:`checks.check_vjp`)."""
+    if not callable(f) or not callable(vjp):
+        raise TypeError("f and vjp must be callables")
+    if not inputs:
+        raise ValueError("check_vjp needs at least one input")
+    arrays = []
+    for i, a in enumerate(inputs):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"inputs[{i}] must be a numpy ndarray, got {type(a).__name__}")
+        if a.dtype.kind == "f":
+            _validate_array(f"inputs[{i}]", a)
+        arrays.append(a)
+    if not any(a.dtype.kind == "f" for a in arrays):
+        raise TypeError("check_vjp needs at least one real floating input")
+    _validate_common(method, coverage_, seed, rtol, atol)
+    target = _VjpTarget(f, vjp, arrays)
+    first = next(a for a in arrays if a.dtype.kind == "f")
+    ba = _batch_axis(batch_axis, first.ndim)
+    target.batch_axis = ba
+    batched = [n for n in target.names if target.value(n).ndim > ba]
+    sizes = {target.value(n).shape[ba] for n in batched}
+    if len(sizes) == 1:
+        target.packable = set(batched)
+    return _run(target, dy=dy, method=method, coverage_=coverage_, rtol=rtol, atol=atol,
+                seed=seed, batch_axis=ba)  # fmt: skip

@@ -1,0 +1,110 @@
+"""Contract checks: the layer must not mutate what it is given, must be deterministic, must
+return gradients of the right shape and kind, and must produce finite values.
+
+Every helper here returns the text of a problem (or raises :class:`LayerContractError`); the
+runner collects them into ``Report.problems``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from checks.errors import LayerContractError
+
+__all__ = [
+    "call_layer",
+    "check_gradient_array",
+    "mutated",
+    "nonfinite_indices",
+    "restored_params",
+    "snapshot",
+]
+
+_MAX_LISTED = 10
+
+
+def snapshot(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of ``arrays`` to compare against later."""
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def mutated(before: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray]) -> list[str]:
+    """Names whose array changed (values, shape or dtype) since ``before`` was taken."""
+    return [k for k, v in before.items() if k in now and not _same(v, np.asarray(now[k]))]
+
+
+def nonfinite_indices(a: np.ndarray, limit: int = _MAX_LISTED) -> list[tuple[int, ...]]:
+    """Multi-indices of the first ``limit`` NaN/Inf elements of ``a`` (row-major order)."""
+    bad = np.argwhere(~np.isfinite(a))[:limit]
+    return [tuple(int(i) for i in row) for row in bad]
+
+
+def format_indices(name: str, idx: list[tuple[int, ...]], total: int) -> str:
+    """``K[0, 1, 2, 2], K[1, 0, 0, 0] (and 3 more)``."""
+    parts = [f"{name}[{', '.join(map(str, i))}]" for i in idx]
+    more = f" (and {total - len(idx)} more)" if total > len(idx) else ""
+    return ", ".join(parts) + more
+
+
+def check_gradient_array(name: str, g: Any, expected: np.ndarray, who: str) -> str | None:
+    """Problem text when gradient ``g`` of ``name`` is missing, mis-shaped or not real float."""
+    if g is None:
+        return f"{who} returned None for the gradient of {name}"
+    if not isinstance(g, np.ndarray):
+        return (
+            f"{who} returned a {type(g).__name__} for the gradient of {name}; "
+            "expected a numpy array"
+        )
+    if g.shape != expected.shape:
+        return (
+            f"gradient of {name} has shape {g.shape}, {name} has shape {expected.shape} "
+            "(the checker never broadcasts)"
+        )
+    if g.dtype.kind != "f":
+        return (
+            f"gradient of {name} has dtype {g.dtype} (kind {g.dtype.kind!r}); "
+            f"expected a real floating dtype like {name}'s {expected.dtype}"
+        )
+    return None
+
+
+def call_layer(fn: Callable[..., Any], what: str, *args: Any) -> Any:
+    """Call ``fn(*args)``; wrap anything it raises in a :class:`LayerContractError` saying when.
+
+    ``what`` describes the call, e.g. ``"Conv2D.forward while perturbing K[0, 1, 2, 2]"``.
+    """
+    try:
+        return fn(*args)
+    except LayerContractError:
+        raise
+    except Exception as exc:  # the layer's own error, with our context around it
+        raise LayerContractError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def restored_params(params: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    """Put every parameter back -- the same array object with its original values -- on exit.
+
+    Runs also when the layer raises, so a failed check never leaves a perturbed layer behind.
+    """
+    objects = dict(params)
+    values = snapshot(params)
+    try:
+        yield values
+    finally:
+        for k, arr in objects.items():
+            params[k] = arr
+            if isinstance(arr, np.ndarray) and arr.flags.writeable and not _same(arr, values[k]):
+                np.copyto(arr, values[k])

@@ -1,0 +1,192 @@
+"""Finite-difference formulas: central, one-sided, Richardson, complex step.
+
+Pure functions on arrays. The runner evaluates ``phi(t) = <dy, forward(t)>`` at the stencil
+points and hands this module the differences ``r_k = phi(t + s_k) - phi(t)`` (computed from the
+outputs as ``<dy, y_k - y_0>`` in float64, which avoids cancelling two large sums); these
+functions turn them into derivatives, error estimates and one-sided slopes.
+
+Notes
+-----
+With steps ``h`` and ``2h``,
+
+* central:   ``D(h) = (phi(t+h) - phi(t-h)) / 2h = phi'(t) + h^2 phi'''(t) / 6 + O(h^4)``;
+* one-sided: ``right = (phi(t+h) - phi(t)) / h``, ``left = (phi(t) - phi(t-h)) / h``; at a
+  kink they tend to the two one-sided derivatives, elsewhere they differ by ``~h phi''``;
+* Richardson: ``R = (4 D(h) - D(2h)) / 3 = phi'(t) + O(h^4)``; ``|D(h) - D(2h)| / 3`` estimates
+  the truncation error of ``D(h)`` and bounds that of ``R``;
+* complex step: ``phi'(t) = Im phi(t + i h) / h + O(h^2)`` with no subtraction, so ``h`` can be
+  tiny and the result is exact to rounding -- valid only when forward is complex-analytic in
+  ``t`` (no casts to real, comparisons, ``abs``), which the runner checks with a probe.
+
+Rounding: each output ``y_j`` carries an error of about ``eps * G_j`` where ``G_j`` is the size
+of the terms summed to make it; the checker takes ``G_j = max(|y_j^+|, |y_j^-|, mean |y_0|)``
+(the mean guards outputs that are small by cancellation) over the outputs that changed, so
+the numerator ``<dy, y^+ - y^->`` is wrong by at most ``~eps * sum_j |dy_j| G_j``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "COMPLEX_STENCIL",
+    "REAL_STENCIL",
+    "FDResult",
+    "combine_complex",
+    "combine_real",
+    "perturbed_values",
+    "step_sizes",
+]
+
+#: multiples of h evaluated by the real methods, in this order
+REAL_STENCIL = (1.0, -1.0, 2.0, -2.0)
+#: the complex step evaluates once, at t + i h
+COMPLEX_STENCIL = (1.0,)
+
+
+@dataclass
+class FDResult:
+    """Numerical derivatives of a set of elements, with everything needed to judge them.
+
+    Attributes
+    ----------
+    value : ndarray
+        The derivative reported for the method.
+    error : ndarray
+        Estimated absolute error of ``value`` (truncation + rounding).
+    magnitude : ndarray
+        ``sum_j |dy_j| |d y_j / d t|`` (scale of the terms of the derivative).
+    left, right : ndarray or None
+        One-sided slopes at step h (real methods only).
+    left2, right2 : ndarray or None
+        One-sided slopes at step 2h.
+    onesided_noise : ndarray or None
+        Rounding error of a one-sided slope at step h.
+    central, central2 : ndarray or None
+        ``D(h)`` and ``D(2h)``.
+    """
+
+    value: np.ndarray
+    error: np.ndarray
+    magnitude: np.ndarray
+    left: np.ndarray | None = None
+    right: np.ndarray | None = None
+    left2: np.ndarray | None = None
+    right2: np.ndarray | None = None
+    onesided_noise: np.ndarray | None = None
+    central: np.ndarray | None = None
+    central2: np.ndarray | None = None
+
+
+def step_sizes(t: np.ndarray, rel: float) -> np.ndarray:
+    """Per-element step ``rel * max(|t|, 1)`` in float64.
+
+    The step is relative so that an element of magnitude 1e3 is perturbed by as many ulps as
+    one of magnitude 1; the floor of 1 keeps the step from vanishing at ``t = 0``.
+    """
+    return rel * np.maximum(np.abs(t.astype(np.float64, copy=False)), 1.0)
+
+
+def perturbed_values(
+    t: np.ndarray, h: np.ndarray, stencil: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Perturbed values in ``t``'s dtype and the steps actually taken.
+
+    Returns
+    -------
+    values : ndarray, shape ``(len(stencil),) + t.shape``, dtype of ``t``
+        ``t + s h`` rounded to ``t``'s dtype.
+    taken : ndarray, same shape, float64
+        ``values - t`` computed exactly in float64: the step the layer really saw.
+    """
+    t64 = t.astype(np.float64, copy=False)
+    values = np.stack([(t64 + s * h).astype(t.dtype) for s in stencil])
+    taken = values.astype(np.float64) - t64[None]
+    return values, taken
+
+
+def combine_real(
+    r: np.ndarray,
+    taken: np.ndarray,
+    magnitude_num: np.ndarray,
+    noise_num: np.ndarray,
+    *,
+    method: str,
+) -> FDResult:
+    """Central or Richardson derivative from the four real stencil points.
+
+    Parameters
+    ----------
+    r : ndarray, shape ``(4, ...)``
+        ``phi(t + s_k h) - phi(t)`` for ``s = (1, -1, 2, -2)``.
+    taken : ndarray, shape ``(4, ...)``
+        Steps actually taken (signed).
+    magnitude_num : ndarray, shape ``(2, ...)``
+        ``sum_j |dy_j| |y_j(t+s h) - y_j(t-s h)|`` for s = 1, 2.
+    noise_num : ndarray, shape ``(2, ...)``
+        Estimated rounding error of the numerators ``<dy, y(t+s h) - y(t-s h)>``, s = 1, 2.
+    method : {"central", "richardson"}
+    """
+    rp1, rm1, rp2, rm2 = r
+    hp1, hm1, hp2, hm2 = taken
+    w1 = hp1 - hm1  # hm1 < 0: the full width of the h stencil
+    w2 = hp2 - hm2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d1 = (rp1 - rm1) / w1
+        d2 = (rp2 - rm2) / w2
+        right = rp1 / hp1
+        left = rm1 / hm1
+        right2 = rp2 / hp2
+        left2 = rm2 / hm2
+        noise1 = noise_num[0] / w1
+        noise2 = noise_num[1] / w2
+        magnitude = magnitude_num[0] / w1
+        os_noise = noise_num[0] / np.minimum(hp1, -hm1)
+    trunc = np.abs(d1 - d2) / 3.0
+    if method == "central":
+        value = d1
+        error = trunc + noise1
+    elif method == "richardson":
+        value = (4.0 * d1 - d2) / 3.0
+        error = trunc + (4.0 * noise1 + noise2) / 3.0
+    else:
+        raise ValueError(f"method must be 'central' or 'richardson', got {method!r}")
+    return FDResult(
+        value=value,
+        error=error,
+        magnitude=magnitude,
+        left=left,
+        right=right,
+        left2=left2,
+        right2=right2,
+        onesided_noise=os_noise,
+        central=d1,
+        central2=d2,
+    )
+
+
+def combine_complex(im_num: np.ndarray, abs_num: np.ndarray, h: np.ndarray, eps: float) -> FDResult:
+    """Complex-step derivative ``Im phi(t + i h) / h``.
+
+    Parameters
+    ----------
+    im_num : ndarray
+        ``<dy, Im y(t + i h)>``.
+    abs_num : ndarray
+        ``sum_j |dy_j| |Im y_j(t + i h)|``.
+    h : ndarray
+        The imaginary steps.
+    eps : float
+        Machine epsilon of the evaluation.
+
+    Notes
+    -----
+    No difference is taken, so the only error is the rounding of the terms
+    (``~eps * magnitude``); the truncation ``h^2 |phi'''| / 6`` is negligible at the table's
+    tiny steps.
+    """
+    value = im_num / h
+    magnitude = abs_num / h
+    return FDResult(value=value, error=eps * magnitude, magnitude=magnitude)

@@ -1,0 +1,159 @@
+"""Step sizes and tolerances, keyed by dtype, and the error-estimate tolerance rule.
+
+The table below is the only place where numbers that depend on the floating-point format live
+(as jax's ``public_test_util._default_tolerance`` does). A tolerance is never scaled by the size
+of an array: every element gets its own tolerance from the estimated error of *its* numerical
+value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DTYPE_TABLE", "DtypeRule", "rule_for", "tolerance"]
+
+
+@dataclass(frozen=True)
+class DtypeRule:
+    """Numbers used for one floating-point format.
+
+    Attributes
+    ----------
+    eps : float
+        Machine epsilon of the format the layer computes in.
+    h_central : float
+        Relative step of central differences, ``h = h_central * max(|t|, 1)``. The optimum of
+        truncation ``h^2 |f'''| / 6`` against rounding ``eps |phi| / h`` is ``~eps^(1/3)``.
+    h_complex : float
+        Relative step of the complex step; there is no cancellation, so it can be tiny.
+    safety : float
+        Multiplies the estimated error of a numerical value to give its tolerance.
+    analytic_rounding : float
+        Multiple of ``eps * sum_j |dy_j d y_j / d t|`` allowed for the analytic gradient's
+        own rounding (a backward pass sums the same terms in another order).
+    complex_dtype : numpy dtype
+        The complex type the complex step evaluates in.
+    """
+
+    eps: float
+    h_central: float
+    h_complex: float
+    safety: float
+    analytic_rounding: float
+    complex_dtype: type[np.complexfloating]
+
+
+_EPS64 = float(np.finfo(np.float64).eps)
+_EPS32 = float(np.finfo(np.float32).eps)
+
+#: dtype -> rule. float16 layers are evaluated like float32 ones but with their own epsilon.
+DTYPE_TABLE: dict[np.dtype, DtypeRule] = {
+    np.dtype(np.float64): DtypeRule(
+        eps=_EPS64,
+        h_central=_EPS64 ** (1 / 3),  # 6.1e-6
+        h_complex=1e-20,
+        safety=8.0,
+        analytic_rounding=64.0,
+        complex_dtype=np.complex128,
+    ),
+    np.dtype(np.float32): DtypeRule(
+        eps=_EPS32,
+        h_central=_EPS32 ** (1 / 3),  # 4.9e-3
+        h_complex=1e-10,
+        safety=8.0,
+        analytic_rounding=64.0,
+        complex_dtype=np.complex64,
+    ),
+    np.dtype(np.float16): DtypeRule(
+        eps=float(np.finfo(np.float16).eps),
+        h_central=float(np.finfo(np.float16).eps) ** (1 / 3),
+        h_complex=1e-4,
+        safety=8.0,
+        analytic_rounding=64.0,
+        complex_dtype=np.complex64,
+    ),
+}
+
+
+def rule_for(*dtypes: np.dtype) -> DtypeRule:
+    """The rule of the least precise floating dtype among ``dtypes``.
+
+    Integer or boolean dtypes are ignored (they are not perturbed); with no floating dtype at
+    all the float64 rule applies.
+
+    Raises
+    ------
+    TypeError
+        If a dtype is complex or an unsupported float (the checker differentiates real
+        functions of real arguments).
+    """
+    best: DtypeRule | None = None
+    for dt in dtypes:
+        dt = np.dtype(dt)
+        if dt.kind == "c":
+            raise TypeError(f"complex dtype {dt} is not supported; the checker needs real tensors")
+        if dt.kind != "f":
+            continue
+        if dt not in DTYPE_TABLE:
+            raise TypeError(f"dtype {dt} has no entry in checks.tolerances.DTYPE_TABLE")
+        r = DTYPE_TABLE[dt]
+        if best is None or r.eps > best.eps:
+            best = r
+    return best if best is not None else DTYPE_TABLE[np.dtype(np.float64)]
+
+
+def tolerance(
+    numerical: np.ndarray,
+    error_estimate: np.ndarray,
+    magnitude: np.ndarray,
+    rule: DtypeRule,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> tuple[np.ndarray, str]:
+    """Per-element allowed ``|analytic - numerical|`` and a sentence saying how it was derived.
+
+    Parameters
+    ----------
+    numerical : ndarray
+        Numerical derivatives.
+    error_estimate : ndarray
+        Estimated absolute error of each numerical value (truncation + rounding).
+    magnitude : ndarray
+        ``sum_j |dy_j| |d y_j / d t|`` for each element: the size of the terms whose sum is the
+        derivative; bounds the rounding of the analytic gradient.
+    rule : DtypeRule
+    rtol, atol : float, optional
+        Explicit override: ``tol = atol + rtol * |numerical|`` (missing one taken as 0).
+
+    Returns
+    -------
+    tol : ndarray
+    rule_text : str
+
+    Notes
+    -----
+    Default rule, per element i::
+
+        tol_i = safety * error_estimate_i + analytic_rounding * eps * (magnitude_i + floor)
+
+    where ``floor = 0.1 * max_i magnitude_i`` keeps elements whose terms cancel (or that are
+    zero on both sides) from demanding bit-exact agreement. The floor depends on the size of
+    the tensor's largest gradient terms, never on the number of its elements.
+    """
+    if rtol is not None or atol is not None:
+        r = 0.0 if rtol is None else float(rtol)
+        a = 0.0 if atol is None else float(atol)
+        if r < 0 or a < 0 or not np.isfinite(r) or not np.isfinite(a):
+            raise ValueError(f"rtol and atol must be finite and >= 0, got rtol={rtol}, atol={atol}")
+        return a + r * np.abs(numerical), f"explicit: atol={a:g} + rtol={r:g} * |numerical|"
+    finite_mag = magnitude[np.isfinite(magnitude)]
+    floor = 0.1 * float(finite_mag.max()) if finite_mag.size else 0.0
+    tol = rule.safety * error_estimate + rule.analytic_rounding * rule.eps * (magnitude + floor)
+    text = (
+        f"estimated: {rule.safety:g} x error estimate (truncation + rounding) "
+        f"+ {rule.analytic_rounding:g} eps (|dy|.|dy/dt| + floor), eps={rule.eps:.2g}"
+    )
+    return tol, text
