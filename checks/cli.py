@@ -51,8 +51,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``"2,3,8,8"`` (also ``2x3x8x8`` or with spaces) into a tuple of positive ints."""
-    parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
+    """Parse ``"2,3,8,8"`` (spaces allowed) into a tuple of positive ints."""
+    parts = [p.strip() for p in text.split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:

@@ -1,0 +1,161 @@
+"""python -m checks: pass (0), mismatch (1) and bad TARGET (2) as real subprocesses; the other
+usage errors in-process through ``checks.cli.main``: one line on stderr, exit 2, no traceback
+unless --debug."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from checks.cli import main
+
+LAYERS = textwrap.dedent(
+    """
+    import numpy as np
+    import cnn_ref
+
+
+    class KernelNotFlipped(cnn_ref.Conv2D):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            self.grads["K"] = np.ascontiguousarray(self.grads["K"][..., ::-1, ::-1])
+            return dx
+
+
+    def good():
+        return cnn_ref.Conv2D(2, 3, 2, seed=0)
+
+
+    def bad():
+        return KernelNotFlipped(2, 3, 3, seed=0)
+
+
+    def raises():
+        raise RuntimeError("no weights file")
+
+
+    def not_a_layer():
+        return [1, 2, 3]
+
+
+    instance = cnn_ref.Dense(4, 2, seed=0)
+    """
+)
+
+
+@pytest.fixture
+def layers_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_layers.py"
+    path.write_text(LAYERS)
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "checks", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
+    )
+
+
+def test_subprocess_pass_exits_0_with_a_table(layers_file: Path) -> None:
+    proc = _run("layer", f"{layers_file}:good", "--input-shape", "2,2,5,5")
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if "PASS" in line]
+    assert [row.split()[1] for row in rows[:3]] == ["x", "K", "b"], proc.stdout
+    assert "FAIL" not in proc.stdout
+
+
+def test_subprocess_mismatch_exits_1_with_hint_json_and_plot(
+    layers_file: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    report, picture = tmp_path / "r.json", tmp_path / "r.png"
+    proc = _run(
+        "layer",
+        f"{layers_file}:bad",
+        "--input-shape",
+        "2,2,6,6",
+        "--json",
+        str(report),
+        "--plot",
+        str(picture),
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL" in proc.stdout and "MISMATCH" in proc.stdout
+    assert "Hint" in proc.stdout and "rot180" in proc.stdout
+    doc = json.loads(report.read_text())
+    assert doc["ok"] is False
+    assert [t["name"] for t in doc["tensors"] if not t["ok"]] == ["K"]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_subprocess_bad_target_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = _run("layer", "no_such_package.layers:make")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot import module 'no_such_package.layers'" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["layer", "{file}:missing"], "has no attribute 'missing'"),
+        (["layer", "{file}:raises"], "factory {file}:raises raised RuntimeError: no weights file"),
+        (["layer", "{file}:not_a_layer"], "returned a list, not a layer"),
+        (["layer", "{file}:good", "--input-shape", "2,5,5,5"], "rejected an input of shape"),
+        (["layer", "{file}:good", "--input-shape", "2,x"], "--input-shape must be"),
+        (["layer", "nocolon"], "TARGET must be 'package.module:factory'"),
+        (["layer", "/no/such/file.py:f"], "does not exist"),
+        (["layer", "{file}:good", "--method", "magic"], "invalid choice: 'magic'"),
+        (["layer", "{file}:good", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(
+    args: list[str], message: str, layers_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [a.format(file=layers_file) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message.format(file=layers_file) in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(layers_file: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["layer", f"{layers_file}:good", "--coverage", "most"])
+    assert info.value.code == 2
+
+
+def test_debug_shows_the_traceback(layers_file: Path) -> None:
+    with pytest.raises(Exception, match="no weights file") as info:
+        main(["layer", f"{layers_file}:raises", "--debug"])
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_target_may_name_a_layer_instance_in_a_module(layers_file: Path, capsys) -> None:
+    assert main(["layer", f"{layers_file}:instance", "--input-shape", "3,4"]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_module_target_form(capsys) -> None:
+    # package.module:factory, a factory that exists in the project
+    assert main(["layer", "cnn_ref:Flatten", "--input-shape", "2,3,2,2"]) == 0
+    assert "PASS" in capsys.readouterr().out

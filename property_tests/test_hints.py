@@ -1,0 +1,288 @@
+"""checks.hints: each catalogued derivation mistake, planted in a small layer, is named by the
+``Hint:`` line of check_layer's failure message.
+
+Every broken layer below is a reference layer from ``cnn_ref`` whose backward was changed in
+exactly one way; the correct layer passes (so the hint is about the planted mistake, not
+noise). A last group feeds hand-built arrays to ``diagnose`` for the cases a check would not
+produce on its own (partial coverage, no pattern).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import cnn_ref
+from checks import check_layer
+from checks.errors import GradientMismatchError
+from checks.hints import diagnose
+from cnn_ref.functional.subsample import subsample_backward
+
+RNG = np.random.default_rng(20)
+
+
+def _x(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape)
+
+
+def _failure(layer, x: np.ndarray, **options) -> tuple[str, list[str]]:
+    """Run the checker, expect a mismatch; return (message, names of the failing tensors)."""
+    with pytest.raises(GradientMismatchError) as info:
+        check_layer(layer, x, **options)
+    failing = [t.name for t in info.value.report.tensors if not t.ok]
+    return str(info.value), failing
+
+
+def _hint_lines(message: str) -> list[str]:
+    return [line.strip() for line in message.splitlines() if line.strip().startswith("Hint")]
+
+
+# --- planted mistakes -------------------------------------------------------------------------
+class KernelNotFlipped(cnn_ref.Conv2D):
+    """Eq. (14) without the outer rot180."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["K"] = np.ascontiguousarray(self.grads["K"][..., ::-1, ::-1])
+        return dx
+
+
+class ChannelsSwapped(cnn_ref.Conv2D):
+    """dK[i, j] built from delta_j and A_i: K_ij read as K_ji."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["K"] = np.ascontiguousarray(self.grads["K"].swapaxes(0, 1))
+        return dx
+
+
+class MeanPoolUpWithoutFactor(cnn_ref.Subsample):
+    """Mean pooling forward, but up(delta) without the 1/n^2 (sum pooling's backward)."""
+
+    def backward(self, dy):
+        delta, cache = self._delta(dy)
+        dx, dbeta, db = subsample_backward(
+            delta, cache["x"], cache["beta"], size=self.size, stride=self.stride, kind="sum"
+        )
+        # only up() is wrong; beta's gradient (eq. 20 with the mean down) is kept right
+        self.grads = {"beta": dbeta / np.prod(self.size), "b": db}
+        return dx
+
+
+class BatchMeanWeights(cnn_ref.Dense):
+    """dW averaged over the batch where the loss sums."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["W"] = self.grads["W"] / dy.shape[0]
+        return dx
+
+
+class SignFlippedBias(cnn_ref.Dense):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["b"] = -self.grads["b"]
+        return dx
+
+
+class WeightGradientNeverWritten(cnn_ref.Dense):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        return dx
+
+
+class PaddingBorderLost(cnn_ref.Conv2D):
+    """The input gradient misses the contributions on the outermost ring (padding=1)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dx[..., 0, :] = 0
+        dx[..., -1, :] = 0
+        dx[..., :, 0] = 0
+        dx[..., :, -1] = 0
+        return dx
+
+
+class StrideByRepetition(cnn_ref.Conv2D):
+    """1x1 kernel, stride 2: delta up-sampled by repetition instead of zero insertion."""
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return super().forward(x)
+
+    def backward(self, dy):
+        super().backward(dy)
+        K = self.params["K"][:, :, 0, 0]
+        dx_strided = np.einsum("nohw,oc->nchw", dy, K)
+        h, w = self.x_shape[-2:]
+        return np.repeat(np.repeat(dx_strided, 2, axis=-2), 2, axis=-1)[..., :h, :w].copy()
+
+
+class LastSampleDropped(cnn_ref.Dense):
+    """The batch loop stops one sample early: for n in range(N - 1)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dx[-1] = 0
+        return dx
+
+
+class FirstSampleOnly(cnn_ref.Conv2D):
+    """Backward uses sample 0 where sample n is meant."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dx[1:] = 0
+        return dx
+
+
+class LastChannelDropped(cnn_ref.Conv2D):
+    """The input-map loop stops one channel early."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dx[:, -1] = 0
+        return dx
+
+
+def _conv(cls=cnn_ref.Conv2D, *args, **kwargs):
+    return cls(*args, seed=3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make", "x_shape"),
+    [
+        (lambda: _conv(cnn_ref.Conv2D, 2, 3, (2, 3)), (2, 2, 6, 7)),
+        (lambda: _conv(cnn_ref.Conv2D, 2, 2, 3, padding=1), (2, 2, 6, 7)),
+        (lambda: _conv(cnn_ref.Conv2D, 2, 3, 1, stride=2), (2, 2, 7, 6)),
+        (lambda: cnn_ref.Subsample(3, 2, kind="mean", seed=1), (2, 3, 6, 6)),
+        (lambda: cnn_ref.Dense(5, 4, seed=1), (3, 5)),
+    ],
+)
+def test_the_unbroken_layers_pass(make, x_shape) -> None:
+    assert check_layer(make(), _x(*x_shape)).ok
+
+
+def test_hint_kernel_not_flipped_eq14() -> None:
+    message, failing = _failure(_conv(KernelNotFlipped, 2, 3, (2, 3)), _x(2, 2, 6, 7))
+    assert failing == ["K"]
+    assert any(
+        "analytic = rot180(numerical)" in h and "eq. (14)" in h for h in _hint_lines(message)
+    )
+
+
+def test_hint_kernel_not_flipped_with_sampled_coverage() -> None:
+    message, _ = _failure(_conv(KernelNotFlipped, 3, 4, (3, 3)), _x(2, 3, 7, 7), coverage="sampled")
+    assert any("rot180" in h for h in _hint_lines(message))
+
+
+def test_hint_swapped_channel_indices_eq18() -> None:
+    message, failing = _failure(_conv(ChannelsSwapped, 3, 3, (2, 2)), _x(2, 3, 5, 5))
+    assert failing == ["K"]
+    assert any("analytic[i, j] = numerical[j, i]" in h for h in _hint_lines(message))
+
+
+def test_hint_mean_pool_up_sampling_without_1_over_n2() -> None:
+    message, failing = _failure(MeanPoolUpWithoutFactor(3, 2, kind="mean", seed=1), _x(2, 3, 6, 6))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("analytic = 4 x numerical" in h and "1/n^2" in h for h in hints), hints
+
+
+def test_hint_batch_mean_vs_sum_reports_the_factor() -> None:
+    message, failing = _failure(BatchMeanWeights(5, 4, seed=1), _x(3, 5))
+    assert failing == ["W"]
+    hints = _hint_lines(message)
+    assert any("(= 1/3)" in h and "batch size N" in h for h in hints), hints
+
+
+def test_hint_sign_flip() -> None:
+    message, failing = _failure(SignFlippedBias(5, 4, seed=1), _x(3, 5))
+    assert failing == ["b"]
+    assert any("analytic = -numerical" in h for h in _hint_lines(message))
+
+
+def test_hint_all_zero_analytic_gradient() -> None:
+    message, failing = _failure(WeightGradientNeverWritten(5, 4, seed=1), _x(3, 5))
+    assert failing == ["W"]
+    assert any("exactly zero everywhere" in h for h in _hint_lines(message))
+
+
+def test_hint_errors_only_on_the_border_means_padding() -> None:
+    message, failing = _failure(_conv(PaddingBorderLost, 2, 2, 3, padding=1), _x(2, 2, 6, 7))
+    assert failing == ["x"]
+    assert any("border" in h and "padding" in h for h in _hint_lines(message))
+
+
+def test_hint_errors_only_where_the_stride_skips() -> None:
+    message, failing = _failure(_conv(StrideByRepetition, 2, 3, 1, stride=2), _x(2, 2, 7, 6))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("a stride of (2, 2) skips" in h for h in hints), hints
+
+
+def test_hint_one_sample_only() -> None:
+    message, failing = _failure(LastSampleDropped(5, 4, seed=1), _x(3, 5))
+    assert failing == ["x"]
+    assert any("mismatches only in sample 2" in h for h in _hint_lines(message))
+
+
+def test_hint_only_the_first_sample_is_right() -> None:
+    message, failing = _failure(_conv(FirstSampleOnly, 2, 2, 2), _x(3, 2, 5, 5))
+    assert failing == ["x"]
+    assert any("only sample 0 (axis 0) is right" in h for h in _hint_lines(message))
+
+
+def test_hint_one_channel_only() -> None:
+    message, failing = _failure(_conv(LastChannelDropped, 3, 2, 2), _x(2, 3, 5, 5))
+    assert failing == ["x"]
+    assert any("mismatches only in channel 2" in h for h in _hint_lines(message))
+
+
+# --- diagnose on hand-built arrays: the cases a check does not produce by itself ---------------
+def _tensor(name, analytic, numerical, checked=None, rtol=1e-8):
+    checked = np.ones(analytic.shape, bool) if checked is None else checked
+    numerical = np.where(checked, numerical, np.nan)
+    tol = np.where(checked, rtol * np.abs(numerical) + 1e-12, np.nan)
+    with np.errstate(invalid="ignore"):
+        mismatch = checked & (np.abs(analytic - numerical) > tol)
+    return SimpleNamespace(
+        name=name,
+        shape=analytic.shape,
+        analytic=analytic,
+        numerical=numerical,
+        checked=checked,
+        mismatch=mismatch,
+        tol=tol,
+    )
+
+
+def test_diagnose_uses_only_the_checked_elements() -> None:
+    n = _x(3, 2, 4, 4)
+    a = n[..., ::-1, ::-1].copy()
+    checked = RNG.random(n.shape) < 0.4
+    hints = diagnose(_tensor("K", a, n, checked))
+    assert hints and "rot180" in hints[0]
+
+
+def test_diagnose_says_nothing_about_unstructured_errors() -> None:
+    n = _x(2, 3, 5, 5)
+    a = n + RNG.standard_normal(n.shape)
+    assert diagnose(_tensor("x", a, n)) == []
+
+
+def test_diagnose_says_nothing_without_a_mismatch() -> None:
+    n = _x(2, 3)
+    assert diagnose(_tensor("W", n.copy(), n)) == []
+
+
+def test_diagnose_rot180_of_a_symmetric_gradient_is_not_a_hint() -> None:
+    base = _x(2, 2, 3, 3)
+    n = base + base[..., ::-1, ::-1]  # rot180-symmetric: flipping changes nothing
+    a = n * 1.0
+    a[0, 0, 1, 1] += 1.0
+    hints = diagnose(_tensor("K", a, n))
+    assert not any("rot180" in h for h in hints)
