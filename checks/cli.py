@@ -215,12 +215,16 @@ def render_table(report: Any, console: Any) -> None:
         ("dtype", "left"),
         ("checked", "right"),
         ("mismatched", "right"),
-        ("max abs err", "right"),
-        ("max rel err", "right"),
-        ("worst index", "left"),
+        ("max abs", "right"),
+        ("max rel", "right"),
+        ("worst", "left"),
         ("result", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(
+            col,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+        )
     for t in report.tensors:
         pct = 100.0 * t.fraction_checked
         checked = f"{t.n_checked}/{t.n_total} ({pct:.0f} %)"
@@ -294,7 +298,7 @@ def _run_layer(args: argparse.Namespace) -> int:
     if report is not None:
         render_table(report, out)
     if failure is not None:
-        out.print(str(failure), markup=False, highlight=False)
+        out.print(str(failure), markup=False, highlight=False, soft_wrap=True)
     if report is not None:
         _write_outputs(report, args.json, args.plot)
     if code == 2 and failure is not None:
