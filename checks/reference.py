@@ -157,7 +157,12 @@ def _summarise(
     layer: str, config: str, report: Any, ok: bool, elapsed: float, message: str
 ) -> LayerResult:
     tensors = list(getattr(report, "tensors", []) or [])
-    checked = ", ".join(f"{t.name} {t.n_checked}/{t.n_total}" for t in tensors)
+    if len(tensors) <= 3:
+        checked = ", ".join(f"{t.name} {t.n_checked}/{t.n_total}" for t in tensors)
+    else:
+        n_checked = sum(int(t.n_checked) for t in tensors)
+        n_total = sum(int(t.n_total) for t in tensors)
+        checked = f"{len(tensors)} tensors, {n_checked}/{n_total}"
     errs = [float(t.max_rel_err) for t in tensors if np.isfinite(t.max_rel_err)]
     return LayerResult(
         layer,
@@ -217,12 +222,12 @@ def render_layers(results: list[LayerResult], console: Any) -> None:
     table = Table(
         title="Reference layers through the checker (float64)", header_style="bold", pad_edge=False
     )
-    table.add_column("layer", style="bold")
-    table.add_column("config")
-    table.add_column("tensors checked")
+    table.add_column("layer", style="bold", no_wrap=True)
+    table.add_column("config", no_wrap=True)
+    table.add_column("tensors checked", no_wrap=True)
     table.add_column("max rel err", justify="right")
-    table.add_column("method")
-    table.add_column("ok")
+    table.add_column("method", no_wrap=True)
+    table.add_column("ok", no_wrap=True)
     for r in results:
         table.add_row(
             r.layer,
