@@ -197,7 +197,7 @@ def _console(stderr: bool = False) -> Any:
 def _fmt(v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
-    return f"{v:.2e}"
+    return f"{v:.1e}"
 
 
 def render_table(report: Any, console: Any) -> None:
@@ -214,7 +214,7 @@ def render_table(report: Any, console: Any) -> None:
         ("shape", "left"),
         ("dtype", "left"),
         ("checked", "right"),
-        ("mismatched", "right"),
+        ("wrong", "right"),
         ("max abs", "right"),
         ("max rel", "right"),
         ("worst", "left"),
@@ -227,7 +227,9 @@ def render_table(report: Any, console: Any) -> None:
         )
     for t in report.tensors:
         pct = 100.0 * t.fraction_checked
-        checked = f"{t.n_checked}/{t.n_total} ({pct:.0f} %)"
+        checked = f"{t.n_checked}/{t.n_total}" + (
+            f" ({pct:.0f} %)" if t.n_checked < t.n_total else ""
+        )
         if t.projections:
             checked += f" + {len(t.projections)} proj."
         worst = "-" if t.worst_index is None else f"{t.name}[{', '.join(map(str, t.worst_index))}]"
