@@ -145,3 +145,30 @@ def test_subsample_backward_is_the_adjoint_of_forward_eq10_eq20(cfg, data):
         subsample_backward(D, x, beta, impl="literal", **kw), (dx, dbeta, db), strict=True
     ):
         np.testing.assert_allclose(lit, fast, rtol=1e-12, atol=1e-12)
+
+
+def _reaches(strategy, condition) -> bool:
+    from hypothesis import find, settings
+    from hypothesis.errors import NoSuchExample
+
+    try:
+        find(strategy, condition, settings=settings(max_examples=2000, database=None))
+    except NoSuchExample:
+        return False
+    return True
+
+
+def _not_divisible(c: ConvConfig, axis: int) -> bool:
+    size = (c.h, c.w)[axis] + 2 * c.padding[axis]
+    span = c.dilation[axis] * ((c.kh, c.kw)[axis] - 1) + 1
+    return c.stride[axis] > 1 and (size - span) % c.stride[axis] != 0
+
+
+def test_strategies_reach_the_geometries_that_hide_bugs():
+    # square maps, N_in == N_out, symmetric kernels and divisible sizes hide transposition,
+    # channel-swap, rot180 and stride-border bugs; the drawn configurations must reach past them
+    configs = conv_configs(max_stride=3, max_padding=2, max_dilation=2)
+    assert _reaches(configs, lambda c: c.h != c.w and c.c_in != c.c_out and c.kh != c.kw)
+    assert _reaches(configs, lambda c: _not_divisible(c, 0) and _not_divisible(c, 1))
+    subs = subsample_configs()
+    assert _reaches(subs, lambda c: c.h % c.size[0] != 0 and c.size[0] != c.size[1])
