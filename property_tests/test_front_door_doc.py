@@ -1,0 +1,42 @@
+"""docs/front_door.md stays true: every ``python`` block runs, in order, in one namespace, and
+the test functions it defines are run too; the captured failure message matches a fresh run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from checks.pytest_plugin import GradChecker
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "front_door.md"
+
+
+def _blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+
+
+def test_every_python_block_of_the_front_door_doc_runs(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "front_door_doc"}
+    for block in _blocks("python"):
+        exec(compile(block, str(DOC), "exec"), namespace)
+    assert (tmp_path / "front_door_rot180.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the pytest examples, with the marker's defaults applied by hand
+    namespace["test_my_conv"](GradChecker({"coverage": "full", "seed": 3}, "doc::test_my_conv"))
+    namespace["test_known_bug_is_found"](GradChecker({}, "doc::test_known_bug_is_found"))
+    settings(max_examples=3)(namespace["test_my_conv_gradients"])()
+
+
+def test_the_captured_failure_message_is_what_the_checker_prints_today() -> None:
+    namespace: dict = {"__name__": "front_door_doc"}
+    first = _blocks("python")[0].replace('err.report.plot("front_door_rot180.png")', "pass")
+    exec(compile(first, str(DOC), "exec"), namespace)
+    captured = _blocks("text")[0].strip()
+    # when checks/messages.py changes on purpose, paste the new text (shown in this diff)
+    # into the doc's first ```text block and regenerate docs/front_door_rot180.png
+    assert namespace["message"].strip() == captured
