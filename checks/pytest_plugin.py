@@ -178,7 +178,7 @@ class GradChecker:
         else:
             pytest.fail("expected a gradient mismatch, but every gradient matched")
         if tensor is not None:
-            failing = [t.name for t in report.tensors if not t.ok]
+            failing = [t.name for t in report.tensors if not t.ok] if report is not None else []
             if tensor not in failing:
                 pytest.fail(f"expected tensor {tensor!r} to fail; failing tensors: {failing}")
         if hint is not None and hint not in message:
