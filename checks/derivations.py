@@ -194,13 +194,15 @@ def _conv_def(
     convention: str,
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
     """Eq. (1) by its index definition; ``a`` is ``(..., C_in, H, W)``."""
     kk = k[..., ::-1, ::-1] if convention == "conv" else k
     pad = [(0, 0)] * (a.ndim - 2) + [(padding[0],) * 2, (padding[1],) * 2]
     ap = np.pad(a, pad)
-    win = sliding_window_view(ap, k.shape[-2:], axis=(-2, -1))[
-        ..., :: stride[0], :: stride[1], :, :
+    span = tuple(d * (n - 1) + 1 for d, n in zip(dilation, k.shape[-2:], strict=True))
+    win = sliding_window_view(ap, span, axis=(-2, -1))[
+        ..., :: stride[0], :: stride[1], :: dilation[0], :: dilation[1]
     ]
     return np.einsum("...jstpq,ijpq->...ist", win, kk) + b[:, None, None]
 
@@ -240,6 +242,7 @@ def eq14_kernel_grad(
     form: str,
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
     """dJ/dK for one sample: ``a`` is ``(C_in, H, W)``, ``delta`` ``(C_out, Ho, Wo)``."""
     sg = _sg()
@@ -250,7 +253,9 @@ def eq14_kernel_grad(
         # the seed has no stride; the corrected form dilates delta by stride-1 zeros
         d = delta[i] if form == "as-written" else _dilate(delta[i], stride)
         for j in range(a.shape[0]):
-            v = sg.conv2(ap[j], sg.rot180(d), "valid")[:kh, :kw]
+            v = sg.conv2(ap[j], sg.rot180(d), "valid")
+            # dilation D: the kernel taps sit D apart, so keep every D-th lag
+            v = v[:: dilation[0], :: dilation[1]][:kh, :kw]
             if form == "as-written" or convention == "conv":
                 out[i, j] = sg.rot180(v)  # (14)
             else:
@@ -277,6 +282,7 @@ def eq18_input_delta(
     form: str,
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
     """delta^l of the map(s) feeding a conv layer; ``dfu`` is f'(U^l), ``(C_l, H, W)``."""
     sg = _sg()
@@ -298,6 +304,7 @@ def eq18_input_delta(
         for i in range(c_next):
             # seed (18) sums delta_i over j with K_ij; the correct sum runs over next maps i
             kij = sg.rot180(k[i, j]) if convention == "conv" else k[i, j]
+            kij = _dilate(kij, dilation)  # dilation D: D-1 zeros between the taps
             full = sg.conv2(_dilate(delta_next[i], stride), kij, "full")
             acc[: full.shape[0], : full.shape[1]] += full[:hp, :wp]
         out[j] = dfu[j] * acc[padding[0] : padding[0] + h, padding[1] : padding[1] + w]
@@ -505,34 +512,37 @@ def _case_conv_params(
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
     batch: bool = False,
+    dilation: tuple[int, int] = (1, 1),
 ) -> Callable[[np.random.Generator], float]:
+    geo = (stride, padding, dilation)
+
     def case(rng: np.random.Generator) -> float:
-        g = _conv_geom(rng, extra=2 if stride != (1, 1) else 0)
+        g = _conv_geom(rng, extra=2 * max(*stride, *dilation) - 2)
         n = int(rng.integers(2, 4)) if batch else 1
         a, k, b = (
             _normal(rng, n, g.c_in, g.h, g.w),
             _normal(rng, g.c_out, g.c_in, g.kh, g.kw),
             _normal(rng, g.c_out),
         )
-        u = _conv_def(a, k, b, convention, stride, padding)
+        u = _conv_def(a, k, b, convention, *geo)
         delta = _normal(rng, *u.shape)
         if eq == "12":
             formula = delta.sum(axis=(0, 2, 3))  # (12), and over the samples of a batch
             return _vjp_err(
                 formula,
-                lambda t: float(np.sum(delta * _conv_def(a, k, t, convention, stride, padding))),
+                lambda t: float(np.sum(delta * _conv_def(a, k, t, convention, *geo))),
                 b,
             )
         if eq == "13":
             formula = eq13_kernel_grad(a[0], delta[0], (g.kh, g.kw), convention, form)
         else:
             formula = sum(
-                eq14_kernel_grad(a[m], delta[m], (g.kh, g.kw), convention, form, stride, padding)
+                eq14_kernel_grad(a[m], delta[m], (g.kh, g.kw), convention, form, *geo)
                 for m in range(n)
             )
         return _vjp_err(
             formula,
-            lambda t: float(np.sum(delta * _conv_def(a, t, b, convention, stride, padding))),
+            lambda t: float(np.sum(delta * _conv_def(a, t, b, convention, *geo))),
             k,
         )
 
@@ -546,19 +556,21 @@ def _case_eq18(
     c_next: int,
     stride: tuple[int, int] = (1, 1),
     padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
 ) -> Callable[[np.random.Generator], float]:
     f, df = _ACT["sigmoid"]
+    geo = (stride, padding, dilation)
 
     def case(rng: np.random.Generator) -> float:
-        g = _conv_geom(rng, c_l, c_next, extra=2 if stride != (1, 1) else 0)
+        g = _conv_geom(rng, c_l, c_next, extra=2 * max(*stride, *dilation) - 2)
         u = _normal(rng, c_l, g.h, g.w)  # U^l of the subsampling layer l
         k, b = _normal(rng, c_next, c_l, g.kh, g.kw), _normal(rng, c_next)
-        delta_next = _normal(rng, *_conv_def(u, k, b, convention, stride, padding).shape)
+        delta_next = _normal(rng, *_conv_def(u, k, b, convention, *geo).shape)
 
         def j(t: np.ndarray) -> float:
-            return float(np.sum(delta_next * _conv_def(f(t), k, b, convention, stride, padding)))
+            return float(np.sum(delta_next * _conv_def(f(t), k, b, convention, *geo)))
 
-        formula = eq18_input_delta(delta_next, k, df(u), convention, form, stride, padding)
+        formula = eq18_input_delta(delta_next, k, df(u), convention, form, *geo)
         return _vjp_err(formula, j, u)
 
     return case
@@ -895,6 +907,16 @@ def _specs() -> list[_Spec]:
     add(
         _Spec(
             "14",
+            "dilation",
+            co,
+            "(14) keeping every D-th lag of conv2(A_j, rot180(delta_i), 'valid')",
+            "D = (2, 1), S = (1, 2), cross-correlation (no outer rot180)",
+            _case_conv_params("14", "xcorr", co, stride=(1, 2), dilation=(2, 1)),
+        )
+    )
+    add(
+        _Spec(
+            "14",
             "batch",
             co,
             "dJ/dK = sum over samples of (14)",
@@ -981,6 +1003,16 @@ def _specs() -> list[_Spec]:
             "corrected (18), then the padded border cropped",
             "P = (1, 2), cross-correlation",
             _case_eq18("xcorr", co, 2, 3, padding=(1, 2)),
+        )
+    )
+    add(
+        _Spec(
+            "18",
+            "dilation",
+            co,
+            "corrected (18) with K dilated by D-1 zeros between its taps",
+            "D = (2, 2), S = (2, 1), true convolution",
+            _case_eq18("conv", co, 2, 3, stride=(2, 1), dilation=(2, 2)),
         )
     )
     for kind in ("sum", "mean", "max"):

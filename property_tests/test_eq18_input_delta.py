@@ -21,7 +21,7 @@ conventions = st.sampled_from(["conv", "xcorr"])
 
 
 @given(
-    cfg=conv_configs(max_stride=3, max_padding=2, max_dilation=1),
+    cfg=conv_configs(max_stride=3, max_padding=2, max_dilation=2),
     convention=conventions,
     seed=st.integers(0, 2**32 - 1),
 )
@@ -32,15 +32,19 @@ def test_input_delta_sums_next_maps_with_kji_full_conv_eq18(cfg, convention, see
     rng = np.random.default_rng(seed)
     x, K = rng.standard_normal(cfg.x_shape), rng.standard_normal(cfg.K_shape)
     dy = rng.standard_normal(cfg.out_shape)
+    geo = (cfg.stride, cfg.padding, cfg.dilation)
     dx, _, _ = conv2d_backward(
-        dy, x, K, stride=cfg.stride, padding=cfg.padding, convention=convention
+        dy,
+        x,
+        K,
+        stride=cfg.stride,
+        padding=cfg.padding,
+        dilation=cfg.dilation,
+        convention=convention,
     )
     ones = np.ones(cfg.x_shape[1:])  # f' = 1: the layer's own dJ/dx
     derived = np.stack(
-        [
-            eq18_input_delta(dy[m], K, ones, convention, "corrected", cfg.stride, cfg.padding)
-            for m in range(cfg.n)
-        ]
+        [eq18_input_delta(dy[m], K, ones, convention, "corrected", *geo) for m in range(cfg.n)]
     )
     np.testing.assert_allclose(dx, derived, rtol=1e-10, atol=1e-10)
 
