@@ -22,10 +22,17 @@ axes swapped
 errors only at the        padding handled wrong (cropped, offset, or not zeroed)
 border of the last two
 axes
-errors only on rows /     a stride: positions skipped by the stride get (or miss) a
-columns i % s in a set    gradient
+analytic = numerical      padding cropped at the wrong offset ([0:H] for [p:p+H])
+shifted by (dr, dc)
+analytic = c_k * num.,    a per-channel scalar (beta, eq. 10/11) dropped or doubled
+one factor per channel
+errors only off (or on)   a stride: positions skipped by the stride get (or miss) a
+a stride grid             gradient
 errors on one index of    one sample / one channel / one output map treated differently
 axis 0 or axis 1 only     (e.g. a loop that stops early, an off-by-one)
+errors only where one     a missing mask or routing (ReLU, max-pool arg-max), or part of
+side is zero              the gradient never written
+one element wrong         a special case at that index
 ========================  ============================================================
 
 Notes
@@ -53,6 +60,7 @@ __all__ = ["diagnose"]
 _MIN_ELEMENTS = 2
 _MAX_BORDER = 3
 _MAX_STRIDE = 4
+_MAX_SHIFT = 2
 
 
 def diagnose(tensor: TensorReport) -> list[str]:
@@ -323,12 +331,93 @@ def _transpose_hint(ctx: _Context) -> str | None:
     return None
 
 
+def _shift_hint(ctx: _Context) -> str | None:
+    """analytic[..., r, c] = numerical[..., r - dr, c - dc] where both exist."""
+    if ctx.a.ndim < 2:
+        return None
+    h, w = ctx.a.shape[-2:]
+    for dr, dc in sorted(
+        (
+            (dr, dc)
+            for dr in range(-_MAX_SHIFT, _MAX_SHIFT + 1)
+            for dc in range(-_MAX_SHIFT, _MAX_SHIFT + 1)
+        ),
+        key=lambda d: (abs(d[0]) + abs(d[1]), d),
+    ):
+        if (dr, dc) == (0, 0) or abs(dr) >= h or abs(dc) >= w:
+            continue
+        # an overlap of less than half the map is no evidence
+        if (h - abs(dr)) * (w - abs(dc)) * 2 < h * w:
+            continue
+        a_win = (..., slice(max(dr, 0), h + min(dr, 0)), slice(max(dc, 0), w + min(dc, 0)))
+        n_win = (..., slice(max(-dr, 0), h + min(-dr, 0)), slice(max(-dc, 0), w + min(-dc, 0)))
+        a, n = ctx.a[a_win], ctx.n[n_win]
+        use = ctx.known[a_win] & ctx.known[n_win]
+        if use.sum() < _MIN_ELEMENTS or not (ctx.mismatch[a_win] & use).any():
+            continue
+        tol = np.maximum(ctx.tol[a_win], ctx.tol[n_win])[use]
+        if np.all(np.abs(n[use] - ctx.n[a_win][use]) <= tol):
+            continue  # the shift changes nothing there
+        if np.all(np.abs(a[use] - n[use]) <= tol):
+            return (
+                f"{ctx.name}: analytic[..., r, c] = numerical[..., r - {dr}, c - {dc}] -- the "
+                f"gradient is shifted by ({dr}, {dc}) over the last two axes: the padded "
+                f"gradient cropped at [0:H] instead of [p:p+H] (p = {dr}, {dc}), or a window "
+                f"index off by that much."
+            )
+    return None
+
+
+def _per_slice_scale_hint(ctx: _Context) -> str | None:
+    """analytic = c_k * numerical with one factor per index k of a channel axis."""
+    a = ctx.a
+    axes = [1] if ctx.is_x else [0, 1]
+    for axis in axes:
+        if a.ndim < 3 or a.shape[axis] < 2:
+            continue
+        factors = []
+        fits = True
+        for k in range(a.shape[axis]):
+            sl = (slice(None),) * axis + (k,)
+            use = ctx.known[sl]
+            n, av = ctx.n[sl][use], a[sl][use]
+            nn = float(n @ n)
+            if nn == 0.0:
+                if np.any(np.abs(av) > ctx.tol[sl][use]):
+                    fits = False
+                    break
+                continue
+            c = float(av @ n) / nn
+            if not np.all(np.abs(av - c * n) <= np.maximum(1.0, abs(c)) * ctx.tol[sl][use]):
+                fits = False
+                break
+            factors.append(c)
+        if not fits or len(factors) < 2:
+            continue
+        spread = max(factors) - min(factors)
+        if spread <= 1e-6 * max(abs(f) for f in factors):
+            continue  # one common factor: the global scale hint's case
+        if sum(abs(f - 1.0) > 1e-6 for f in factors) <= 1:
+            continue  # a single odd slice: the one-slice hint says it better
+        shown = ", ".join(f"{f:.4g}" for f in factors[:6]) + (", ..." if len(factors) > 6 else "")
+        what = _axis_word(ctx, axis)
+        return (
+            f"{ctx.name}: analytic = c_k x numerical with one factor per {what} k (axis "
+            f"{axis}): c = [{shown}] -- a per-{what} scalar dropped or applied twice, e.g. "
+            f"beta in seed eq. (10)/(11) (delta = beta * up(delta_next)) or a per-map "
+            f"normalisation."
+        )
+    return None
+
+
 _VALUE_DETECTORS: tuple[Callable[[_Context], str | None], ...] = (
     _all_zero,
     _sign_flip,
     _rot180_hint,
     _transpose_hint,
     _scale,
+    _shift_hint,
+    _per_slice_scale_hint,
 )
 
 
@@ -461,9 +550,32 @@ def _axis_word(ctx: _Context, axis: int) -> str:
     return f"index of axis {axis}"
 
 
+def _support_hint(ctx: _Context) -> str | None:
+    """Mismatches only where one side is zero and the other is not."""
+    bad = ctx.mismatch & ctx.known
+    if bad.sum() < _MIN_ELEMENTS:
+        return None
+    n_zero = np.abs(ctx.n) <= ctx.tol
+    if np.all(n_zero[bad]) and (ctx.known & ~n_zero).any():
+        return (
+            f"{ctx.name}: every mismatch is where the numerical gradient is zero (the output "
+            f"does not depend on those elements) but the analytic one is not -- a mask or "
+            f"routing is missing: ReLU's f'(U) = 0 for U < 0, max-pool's up() that must send "
+            f"delta to the arg-max only, positions no window reaches."
+        )
+    if np.all(ctx.a[bad] == 0) and np.all(~n_zero[bad]):
+        return (
+            f"{ctx.name}: every mismatch is where the analytic gradient is exactly zero and "
+            f"the numerical one is not -- part of the gradient is never written (a loop that "
+            f"stops early, a mask that zeroes too much, a slice that misses some positions)."
+        )
+    return None
+
+
 _STRUCTURE_DETECTORS: tuple[Callable[[_Context], str | None], ...] = (
     _single_hint,
     _one_slice_hint,
     _border_hint,
     _stride_hint,
+    _support_hint,
 )

@@ -18,6 +18,7 @@ import cnn_ref
 from checks import check_layer
 from checks.errors import GradientMismatchError
 from checks.hints import diagnose
+from cnn_ref.functional.conv import conv2d_backward
 from cnn_ref.functional.subsample import subsample_backward
 
 RNG = np.random.default_rng(20)
@@ -148,6 +149,44 @@ class LastChannelDropped(cnn_ref.Conv2D):
         return dx
 
 
+class PaddingCroppedAtZero(cnn_ref.Conv2D):
+    """The padded input's gradient cropped at [0:H] instead of [p:p+H]."""
+
+    def forward(self, x):
+        self.x_in = x
+        return super().forward(x)
+
+    def backward(self, dy):
+        super().backward(dy)
+        (ph, pw), (h, w) = self.padding, self.x_in.shape[-2:]
+        xp = np.pad(self.x_in, [(0, 0), (0, 0), (ph, ph), (pw, pw)])
+        dxp = conv2d_backward(dy, xp, self.params["K"], padding=0, convention=self.convention)[0]
+        return dxp[:, :, :h, :w].copy()
+
+
+class BetaDropped(cnn_ref.Subsample):
+    """Eq. (10) without beta: delta = up(delta_next)."""
+
+    def backward(self, dy):
+        return super().backward(dy) / self.params["beta"][None, :, None, None]
+
+
+class ReluMaskForgotten(cnn_ref.Activation):
+    """relu'(U) taken as 1 everywhere."""
+
+    def backward(self, dy):
+        super().backward(dy)
+        return dy.copy()
+
+
+class MaxUpAsKron(cnn_ref.MaxPool2D):
+    """Max pooling's up() as the ones-Kronecker: delta spread over the whole block."""
+
+    def backward(self, dy):
+        super().backward(dy)
+        return np.kron(dy, np.ones(self.size))
+
+
 def _conv(cls=cnn_ref.Conv2D, *args, **kwargs):
     return cls(*args, seed=3, **kwargs)
 
@@ -240,6 +279,35 @@ def test_hint_one_channel_only() -> None:
     message, failing = _failure(_conv(LastChannelDropped, 3, 2, 2), _x(2, 3, 5, 5))
     assert failing == ["x"]
     assert any("mismatches only in channel 2" in h for h in _hint_lines(message))
+
+
+def test_hint_padding_cropped_at_the_wrong_offset_is_a_shift() -> None:
+    message, failing = _failure(_conv(PaddingCroppedAtZero, 2, 2, 3, padding=1), _x(2, 2, 7, 8))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("shifted by (1, 1)" in h and "[p:p+H]" in h for h in hints), hints
+
+
+def test_hint_beta_dropped_is_one_factor_per_channel_eq10() -> None:
+    message, failing = _failure(BetaDropped(3, 2, kind="sum", seed=1), _x(2, 3, 6, 6))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("one factor per channel" in h and "beta" in h for h in hints), hints
+
+
+def test_hint_relu_mask_forgotten_is_a_missing_mask() -> None:
+    message, failing = _failure(ReluMaskForgotten("relu"), _x(3, 4, 5))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("numerical gradient is zero" in h and "mask" in h for h in hints), hints
+
+
+def test_hint_max_pool_up_spread_over_the_block() -> None:
+    x = RNG.permutation(2 * 2 * 6 * 6).reshape(2, 2, 6, 6) * 0.1  # no ties
+    message, failing = _failure(MaxUpAsKron(2), x)
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("arg-max" in h for h in hints), hints
 
 
 # --- diagnose on hand-built arrays: the cases a check does not produce by itself ---------------
