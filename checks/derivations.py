@@ -1164,12 +1164,14 @@ def render(rows: Sequence[AuditRow], console: Any) -> None:
         pad_edge=False,
         header_style="bold",
     )
-    table.add_column("eq", justify="right", style="bold")
-    table.add_column("variant")
-    table.add_column("form")
-    table.add_column("holds", justify="center")
-    table.add_column("max rel err", justify="right")
-    table.add_column("claim -- note", no_wrap=True, overflow="ellipsis")
+    table.add_column("eq", justify="right", style="bold", no_wrap=True)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("form", no_wrap=True)
+    table.add_column("holds", justify="center", no_wrap=True)
+    table.add_column("max rel err", justify="right", no_wrap=True)
+    # the short columns keep their width; the claim is cut with an ellipsis to fit one line
+    width = int(getattr(console, "width", 120) or 120)
+    table.add_column("claim -- note", overflow="ellipsis", no_wrap=True, width=max(20, width - 68))
     for r in rows:
         if r.holds:
             verdict = "[green]yes[/]"

@@ -219,7 +219,8 @@ def render(result: SelftestResult, console: Any) -> None:
     table.add_column("kind")
     table.add_column("verdict", no_wrap=True)
     table.add_column("exception", no_wrap=True)
-    table.add_column("hint", no_wrap=True, overflow="ellipsis", max_width=70)
+    width = int(getattr(console, "width", 120) or 120)
+    table.add_column("hint", no_wrap=True, overflow="ellipsis", width=max(16, width - 90))
     for c in result.cases:
         if c.kind == "mutant":
             verdict = (
