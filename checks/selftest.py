@@ -216,11 +216,10 @@ def render(result: SelftestResult, console: Any) -> None:
 
     table = Table(title="Checker self-test", header_style="bold", pad_edge=False)
     table.add_column("case", style="bold", no_wrap=True)
-    table.add_column("kind")
     table.add_column("verdict", no_wrap=True)
     table.add_column("exception", no_wrap=True)
     width = int(getattr(console, "width", 120) or 120)
-    table.add_column("hint", no_wrap=True, overflow="ellipsis", width=max(16, width - 90))
+    table.add_column("hint", no_wrap=True, overflow="ellipsis", width=max(16, width - 78))
     for c in result.cases:
         if c.kind == "mutant":
             verdict = (
@@ -235,7 +234,6 @@ def render(result: SelftestResult, console: Any) -> None:
         hint = hint or (c.hints[0] if c.hints else "")
         table.add_row(
             c.name,
-            c.kind,
             f"[{colour}]{verdict}[/]",
             _short(c.outcome, 40),
             _short(hint.replace("Hint:", "").strip()),
