@@ -107,7 +107,9 @@ def _up2d(d: np.ndarray, a: np.ndarray, g: _Geometry, kind: str) -> np.ndarray:
     return out
 
 
-def _forward_literal(x: np.ndarray, beta: np.ndarray, b: np.ndarray, g: _Geometry, kind: str):
+def _forward_literal(
+    x: np.ndarray, beta: np.ndarray, b: np.ndarray, g: _Geometry, kind: str
+) -> np.ndarray:
     N, C = x.shape[:2]
     u = np.empty((N, C, g.Ho, g.Wo), dtype=np.result_type(x, beta, b))
     for n in range(N):
@@ -117,7 +119,9 @@ def _forward_literal(x: np.ndarray, beta: np.ndarray, b: np.ndarray, g: _Geometr
     return u
 
 
-def _backward_literal(dy: np.ndarray, x: np.ndarray, beta: np.ndarray, g: _Geometry, kind: str):
+def _backward_literal(
+    dy: np.ndarray, x: np.ndarray, beta: np.ndarray, g: _Geometry, kind: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     N, C = x.shape[:2]
     dx = np.empty(x.shape, dtype=np.result_type(dy, beta))
     dbeta = np.zeros(C, dtype=np.result_type(dy, x))
