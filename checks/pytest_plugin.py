@@ -61,6 +61,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say where the report files went (counted on disk, so it also works under xdist)."""
+    for option, what, pattern in (
+        ("--gradcheck-json", "report(s)", "*.json"),
+        ("--gradcheck-plots", "heatmap(s) of failing checks", "*.png"),
+    ):
+        where = config.getoption(option)
+        if where and Path(where).is_dir():
+            count = len(list(Path(where).glob(pattern)))
+            terminalreporter.write_line(f"gradcheck: {count} {what} in {where}")
+
+
 def _slug(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150] or "test"
 

@@ -33,6 +33,9 @@ def test_fixture_passes_a_correct_layer_and_fails_a_broken_one(pytester) -> None
 def test_good(gradcheck):
     report = gradcheck(cnn_ref.Conv2D(2, 3, 2, seed=0), x())
     assert report.ok
+    w = np.random.default_rng(1).standard_normal((3, 4))
+    report = gradcheck.vjp(lambda a: a @ w, lambda dy, a: (dy @ w.T,), x()[:, 0, :3, :3])
+    assert [t.name for t in report.tensors] == ["inputs[0]"]
 
 
 def test_bad(gradcheck):
@@ -131,6 +134,9 @@ def test_bad(gradcheck):
     docs = {p.name: json.loads(p.read_text()) for p in reports}
     assert {d["ok"] for d in docs.values()} == {True, False}
     assert all(d["schema_version"] == 1 for d in docs.values())
+    result.stdout.fnmatch_lines(
+        ["gradcheck: 2 report(s) in reports", "gradcheck: 1 heatmap(s) of failing checks in plots"]
+    )
     plots = list((pytester.path / "plots").glob("*.png"))
     assert len(plots) == 1 and "test_bad" in plots[0].name
     assert plots[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
