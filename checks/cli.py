@@ -22,11 +22,12 @@ broken layer contract. Errors are one line on stderr; ``--debug`` shows the trac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -268,7 +269,13 @@ def _run_layer(args: argparse.Namespace) -> int:
             f"{type(exc).__name__}: {exc}"
         ) from exc
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     options: dict[str, Any] = {
         "method": args.method,
@@ -284,18 +291,21 @@ def _run_layer(args: argparse.Namespace) -> int:
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} forward calls"),
         TimeElapsedColumn(),
         console=_console(stderr=True),
         transient=True,
     ) as progress:
-        progress.add_task(f"checking {args.target} on x {shape} {args.dtype}", total=None)
+        task = progress.add_task(f"checking {args.target} on x {shape} {args.dtype}", total=None)
         started = time.perf_counter()
-        try:
-            report = check_layer(layer, x, **options)
-        except GradientMismatchError as exc:
-            report, failure, code = exc.report, exc, 1
-        except LayerContractError as exc:
-            report, failure, code = exc.report, exc, 2
+        with _counting_forward(layer, lambda n: progress.update(task, completed=n)):
+            try:
+                report = check_layer(layer, x, **options)
+            except GradientMismatchError as exc:
+                report, failure, code = exc.report, exc, 1
+            except LayerContractError as exc:
+                report, failure, code = exc.report, exc, 2
         elapsed = time.perf_counter() - started
     if report is not None:
         render_table(report, out)
@@ -309,6 +319,35 @@ def _run_layer(args: argparse.Namespace) -> int:
     verdict = {0: "[bold green]PASS[/]", 1: "[bold red]MISMATCH[/]", 2: "[bold red]CONTRACT[/]"}
     out.print(f"{verdict[code]} {args.target} ({elapsed:.2f} s)")
     return code
+
+
+@contextlib.contextmanager
+def _counting_forward(layer: Any, report: Callable[[int], None]) -> Iterator[None]:
+    """Count the layer's forward calls for the progress bar (an instance attribute that
+    shadows the method for the duration of the check; skipped when the layer forbids it)."""
+    original = layer.forward
+    calls = 0
+
+    def forward(x: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls % 16 == 0:
+            report(calls)
+        return original(x)
+
+    try:
+        layer.forward = forward
+    except (AttributeError, TypeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        report(calls)
+        try:
+            del layer.forward
+        except AttributeError:
+            layer.forward = original
 
 
 def _write_outputs(report: Any, json_path: str | None, plot_path: str | None) -> None:

@@ -159,3 +159,18 @@ def test_module_target_form(capsys) -> None:
     # package.module:factory, a factory that exists in the project
     assert main(["layer", "cnn_ref:Flatten", "--input-shape", "2,3,2,2"]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_progress_counts_forward_calls_and_restores_the_method() -> None:
+    import numpy as np
+
+    import cnn_ref
+    from checks.cli import _counting_forward
+
+    layer = cnn_ref.Dense(3, 2, seed=0)
+    seen: list[int] = []
+    with _counting_forward(layer, seen.append):
+        for _ in range(20):
+            layer.forward(np.ones((1, 3)))
+    assert seen == [16, 20]
+    assert "forward" not in vars(layer)
