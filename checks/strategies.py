@@ -17,7 +17,7 @@ A property test of your own convolution layer, over every valid geometry:
 Or draw the pieces yourself:
 
 >>> from hypothesis import given, strategies as st                      # doctest: +SKIP
->>> @given(cfg=conv_configs(), data=st.data())
+>>> @given(cfg=conv_configs(), data=st.data())                          # doctest: +SKIP
 ... def test_output_shape(cfg, data):
 ...     x = data.draw(well_conditioned_arrays(cfg.x_shape), label="x")
 ...     assert my_conv(x, cfg).shape == cfg.out_shape
