@@ -54,6 +54,11 @@ __all__ = [
     "REL_TOL",
     "AuditRow",
     "audit_command",
+    "eq10_conv_delta",
+    "eq13_kernel_grad",
+    "eq14_kernel_grad",
+    "eq18_input_delta",
+    "eq20_beta_grad",
     "render",
     "render_markdown",
     "rows_to_json",
@@ -244,7 +249,30 @@ def eq14_kernel_grad(
     padding: tuple[int, int] = (0, 0),
     dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """dJ/dK for one sample: ``a`` is ``(C_in, H, W)``, ``delta`` ``(C_out, Ho, Wo)``."""
+    """Kernel gradient of one sample, eq. (14), as written or corrected.
+
+    Parameters
+    ----------
+    a : ndarray, shape (C_in, H, W)
+        The layer's input maps A_j (unpadded).
+    delta : ndarray, shape (C_out, Ho, Wo)
+        dJ/dU of the layer.
+    kshape : (int, int)
+        Kernel size (kh, kw).
+    convention : {"conv", "xcorr"}
+    form : {"as-written", "corrected"}
+    stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    ndarray, shape (C_out, C_in, kh, kw)
+
+    Notes
+    -----
+    As written: ``rot180(conv2(A_j, rot180(delta_i), 'valid'))`` for every convention (the
+    stride ignored, the result cropped to kh x kw). Corrected: delta dilated by the stride,
+    every D-th lag kept, and the outer rot180 only for ``conv``.
+    """
     sg = _sg()
     ap = np.pad(a, [(0, 0), (padding[0],) * 2, (padding[1],) * 2])
     kh, kw = kshape
@@ -266,7 +294,12 @@ def eq14_kernel_grad(
 def eq13_kernel_grad(
     a: np.ndarray, delta: np.ndarray, kshape: tuple[int, int], convention: str, form: str
 ) -> np.ndarray:
-    """(13): sum over s,t of delta_st times the patch P_st of A connected to it."""
+    """Kernel gradient of one sample from eq. (13): sum_st delta_st P_st.
+
+    ``form="as-written"`` takes P_st as the plain kh x kw window of A_j at (s, t);
+    ``"corrected"`` flips it for true convolution (the elements multiplied by K_pq).
+    Shapes as :func:`eq14_kernel_grad` (stride 1, no padding).
+    """
     kh, kw = kshape
     win = sliding_window_view(a, (kh, kw), axis=(-2, -1))  # (C_in, Ho, Wo, kh, kw)
     if form == "corrected" and convention == "conv":
@@ -284,7 +317,31 @@ def eq18_input_delta(
     padding: tuple[int, int] = (0, 0),
     dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """delta^l of the map(s) feeding a conv layer; ``dfu`` is f'(U^l), ``(C_l, H, W)``."""
+    """delta of layer l from the delta of the convolution layer l+1 above it, eq. (18).
+
+    Parameters
+    ----------
+    delta_next : ndarray, shape (N_l+1, Ho, Wo)
+    k : ndarray, shape (N_l+1, N_l, kh, kw)
+        K^{l+1}; ``k[i, j]`` connects map j of layer l to map i of layer l+1.
+    dfu : ndarray, shape (N_l, H, W)
+        f'(U^l).
+    convention : {"conv", "xcorr"}
+    form : {"as-written", "corrected"}
+    stride, padding, dilation : (int, int)
+
+    Returns
+    -------
+    ndarray, shape (N_l, H, W)
+
+    Notes
+    -----
+    As written: ``delta_i = sum_{j<=N_l} f'(U_i) (x) conv2(delta_i^{l+1}, K_ij, 'full')``
+    (needs N_l = N_l+1). Corrected: ``delta_j = f'(U_j) (x) sum_i conv2(delta_i^{l+1},
+    rot180(K_ij), 'full')`` for ``conv`` and without the rot180 for ``xcorr``; with a stride,
+    delta_i^{l+1} dilated by S-1 zeros; with dilation, K dilated by D-1 zeros; the padded
+    border cropped.
+    """
     sg = _sg()
     c_next, c_l = k.shape[:2]
     out = np.zeros_like(dfu)
@@ -320,7 +377,13 @@ def eq10_conv_delta(
     dfu: np.ndarray,
     form: str,
 ) -> np.ndarray:
-    """(10)/(11): delta^l = beta^{l+1} up(delta^{l+1}) (x) f'(U^l) for a conv layer l."""
+    """delta of a layer l followed by a subsampling layer, eq. (10)/(11).
+
+    ``delta_i^l = beta_i^{l+1} up(delta_i^{l+1}) (x) f'(U_i^l)``, where ``a`` is A^l (the
+    input of down, needed for max routing) and ``dfu`` is f'(U^l), both ``(C, H, W)``.
+    As written, up is the ones-Kronecker product (Bouvrie's up), zero where down cropped;
+    corrected, up is :func:`cnn_ref.signal.up` of the same kind (the adjoint of down).
+    """
     sg = _sg()
     out = np.zeros_like(dfu)
     for i in range(dfu.shape[0]):
@@ -336,7 +399,10 @@ def eq10_conv_delta(
 
 
 def eq20_beta_grad(delta: np.ndarray, a: np.ndarray, n: int, kind: str) -> np.ndarray:
-    """(20): dJ/dbeta_i = sum_st (delta_i (x) d_i)_st with d_i = down(A_i)."""
+    """Eq. (20): ``dJ/dbeta_i = sum_st (delta_i (x) d_i)_st`` with ``d_i = down(A_i)``.
+
+    ``delta`` is ``(C, Ho, Wo)``, ``a`` the subsampling layer's input ``(C, H, W)``.
+    """
     sg = _sg()
     return np.array([np.sum(delta[i] * sg.down(a[i], n, kind)) for i in range(a.shape[0])])
 
@@ -1266,9 +1332,24 @@ def render_markdown(rows: Sequence[AuditRow]) -> str:
 
 
 def audit_command(
-    console: Any, json_path: str | Path | None = None, *, n_cases: int = 3, seed: int = 0
+    console: Any,
+    json_path: str | Path | None = None,
+    *,
+    n_cases: int = 3,
+    seed: int = 0,
+    rows: Sequence[AuditRow] | None = None,
 ) -> int:
     """``python -m checks audit``: print the table, optionally write JSON; 0 when as documented.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    json_path : path, optional
+        Where to write :func:`rows_to_json` of the rows.
+    n_cases, seed : int
+        Passed to :func:`run_audit`.
+    rows : sequence of AuditRow, optional
+        Rows already computed (then ``n_cases`` and ``seed`` are not used).
 
     Returns
     -------
@@ -1276,7 +1357,8 @@ def audit_command(
         0 when every corrected form holds and every as-written verdict is the documented one,
         1 otherwise.
     """
-    rows = run_audit(n_cases=n_cases, seed=seed)
+    if rows is None:
+        rows = run_audit(n_cases=n_cases, seed=seed)
     render(rows, console)
     bad = [r for r in rows if not r.as_documented]
     if json_path is not None:

@@ -257,13 +257,14 @@ def verify_command(console: Any, json_path: str | Path | None = None) -> int:
     """
     from checks.derivations import audit_command, rows_to_json, run_audit
 
-    audit_rc = audit_command(console)
+    rows = run_audit()
+    audit_rc = audit_command(console, rows=rows)
     results = check_reference_layers()
     render_layers(results, console)
     failed = [r for r in results if not r.ok]
     if json_path is not None:
         payload = {
-            "audit": rows_to_json(run_audit()),
+            "audit": rows_to_json(rows),
             "layers": [
                 {**asdict(r), "max_rel_err": r.max_rel_err if np.isfinite(r.max_rel_err) else None}
                 for r in results
