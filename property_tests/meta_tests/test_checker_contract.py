@@ -1,0 +1,200 @@
+"""Issue 3, point 7: contract and safety checks, each a LayerContractError saying what
+happened; inputs and parameters restored also when the layer raises; no global RNG; fully
+reproducible from the seed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from checks import GradcheckError, LayerContractError, check_layer
+from property_tests.meta_tests._tiny_layers import Dense, ReLU, dense
+
+
+def _x():
+    return np.random.default_rng(0).standard_normal((3, 5))
+
+
+class MutatesX(Dense):
+    def forward(self, x):
+        out = super().forward(x)
+        x *= 1.0  # harmless value-wise...
+        x[0, 0] += 1.0  # ...but this is not
+        return out
+
+
+class MutatesParam(Dense):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.params["W"] -= 0.1 * self.grads["W"]  # an optimiser step inside backward
+        return dx
+
+
+class MutatesDy(Dense):
+    def backward(self, dy):
+        dy *= 2.0
+        return super().backward(dy / 2.0)
+
+
+class Noisy(Dense):
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x):
+        return super().forward(x) + 1e-3 * self.rng.standard_normal((x.shape[0], 4))
+
+
+class WrongShape(Dense):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["b"] = self.grads["b"][None]  # (1, 4) instead of (4,)
+        return dx
+
+
+class IntGrad(Dense):
+    def backward(self, dy):
+        return super().backward(dy).astype(np.int64)
+
+
+class NanForward(ReLU):
+    def forward(self, x):
+        y = super().forward(x)
+        y[0, 0] = np.nan
+        return y
+
+
+class NanAnalytic(ReLU):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        dx[1, 2] = np.inf
+        return dx
+
+
+class SqrtAtZero:
+    """sqrt(x): the numerical derivative at x = 0 needs sqrt of a negative number."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(x)
+
+    def backward(self, dy):
+        return dy * 0.5 / np.sqrt(np.where(self.x == 0, 1.0, self.x))
+
+
+class ShapeShifter(ReLU):
+    def forward(self, x):
+        y = super().forward(x)
+        return y if x[0, 0] <= 0.5 else y[:, :-1]
+
+
+class RaisesOnPerturbation(Dense):
+    def forward(self, x):
+        if self.params["W"][0, 0] != self.w00:
+            raise RuntimeError("W changed")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "cls, words",
+    [
+        (MutatesX, "mutated x"),
+        (MutatesParam, "mutated W"),
+        (MutatesDy, "mutated dy"),
+        (Noisy, "not deterministic"),
+        (WrongShape, r"shape \(1, 4\)"),
+        (IntGrad, "dtype int64"),
+    ],
+)
+def test_contract_breakers_are_named(cls, words):
+    rng = np.random.default_rng(1)
+    layer = cls(rng.standard_normal((4, 5)), rng.standard_normal(4))
+    with pytest.raises(LayerContractError, match=words) as ei:
+        check_layer(layer, _x())
+    assert ei.value.report is not None and not ei.value.report.ok
+
+
+def test_nan_in_forward_output_is_reported_with_where():
+    with pytest.raises(LayerContractError, match=r"forward output has NaN/Inf at y\[0, 0\]"):
+        check_layer(NanForward(), _x())
+
+
+def test_nan_in_analytic_gradient_is_its_own_case():
+    with pytest.raises(
+        LayerContractError, match=r"analytic gradient has NaN/Inf at x\[1, 2\]"
+    ) as ei:
+        check_layer(NanAnalytic(), _x())
+    assert ei.value.report.tensor("x").nonfinite["analytic"] == [(1, 2)]
+
+
+def test_nan_in_numerical_gradient_is_its_own_case():
+    x = np.array([[0.0, 1.0, 4.0]])
+    with pytest.raises(
+        LayerContractError, match=r"numerical gradient is NaN/Inf at x\[0, 0\]"
+    ) as ei:
+        check_layer(SqrtAtZero(), x, dy=np.ones((1, 3)))
+    assert ei.value.report.tensor("x").nonfinite["numerical"] == [(0, 0)]
+    assert "NaN/Inf in the numerical gradient" in str(ei.value)
+
+
+def test_output_shape_change_under_perturbation():
+    x = np.full((2, 3), 0.5)
+    with pytest.raises(LayerContractError, match="output shape changed under perturbation"):
+        check_layer(ShapeShifter(), x)
+
+
+def test_a_raising_layer_is_wrapped_with_context_and_params_are_restored():
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((4, 5))
+    layer = RaisesOnPerturbation(W, rng.standard_normal(4))
+    layer.w00 = W[0, 0]
+    W_before = W.copy()
+    with pytest.raises(LayerContractError, match=r"RaisesOnPerturbation.forward .*W") as ei:
+        check_layer(layer, _x(), method="central")
+    assert isinstance(ei.value.__cause__, RuntimeError)
+    assert layer.params["W"] is W and np.array_equal(W, W_before)
+    assert isinstance(ei.value, AssertionError) and isinstance(ei.value, GradcheckError)
+
+
+def test_x_is_never_modified_and_global_rng_is_untouched():
+    x = _x()
+    x_before = x.copy()
+    np.random.seed(123)  # noqa: NPY002 -- the legacy global state is what must stay untouched
+    state = np.random.get_state()[1].copy()  # noqa: NPY002
+    check_layer(dense(np.random.default_rng(3)), x)
+    assert np.array_equal(x, x_before)
+    assert np.array_equal(np.random.get_state()[1], state)  # noqa: NPY002
+
+
+def test_fully_reproducible_from_seed():
+    def run(seed):
+        d = json.loads(check_layer(dense(np.random.default_rng(4)), _x(), seed=seed).to_json())
+        d.pop("elapsed")
+        return d
+
+    assert run(7) == run(7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        ({"method": "forward"}, ValueError, "method must be one of"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"rtol": -1.0}, ValueError, "rtol must be finite and >= 0"),
+        ({"dy": np.ones((2, 2))}, ValueError, r"dy has shape \(2, 2\)"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_value(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        check_layer(dense(np.random.default_rng(5)), _x(), **kwargs)
+
+
+def test_integer_x_is_rejected_not_cast():
+    with pytest.raises(TypeError, match="x must have a real floating dtype, got int64"):
+        check_layer(ReLU(), np.arange(6).reshape(2, 3))
