@@ -81,3 +81,31 @@ def test_dense_matches_torch_linear(cfg, seed):
     ty.backward(torch.tensor(dy))
     for ours, theirs in zip(dense_backward(dy, x, W), (tx, tW, tb), strict=True):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), **TOL)
+
+
+@given(
+    cfg=conv_configs(max_stride=2, max_padding=1, max_dilation=2), seed=st.integers(0, 2**32 - 1)
+)
+def test_derived_eq14_eq18_for_xcorr_match_torch_autograd(cfg, seed):
+    # the derived forms themselves, not cnn_ref: for cross-correlation the kernel gradient is
+    # conv2(A_j, rot180(delta_i), 'valid') (no outer rot180) and the input delta sums
+    # conv2(delta_i, K_ij, 'full') over the next maps i (no rot180 of K)
+    from checks.derivations import eq14_kernel_grad, eq18_input_delta
+
+    rng = np.random.default_rng(seed)
+    x, K = rng.standard_normal(cfg.x_shape), rng.standard_normal(cfg.K_shape)
+    geo = (cfg.stride, cfg.padding, cfg.dilation)
+    tx, tK = _t(x), _t(K)
+    tu = F.conv2d(tx, tK, None, stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation)
+    dy = rng.standard_normal(tuple(tu.shape))
+    tu.backward(torch.tensor(dy))
+    dK = sum(
+        eq14_kernel_grad(x[m], dy[m], cfg.kernel_size, "xcorr", "corrected", *geo)
+        for m in range(cfg.n)
+    )
+    np.testing.assert_allclose(dK, tK.grad.numpy(), **TOL)
+    ones = np.ones(cfg.x_shape[1:])
+    dx = np.stack(
+        [eq18_input_delta(dy[m], K, ones, "xcorr", "corrected", *geo) for m in range(cfg.n)]
+    )
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **TOL)
