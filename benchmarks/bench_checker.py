@@ -185,11 +185,21 @@ def bench_torch_gradcheck(benchmark: Any, smoke: bool, case_name: str, mode: str
 
     settle("torch", smoke)
     rounds = 3 if (mode == "slow" and case_name == "conv-large") else 5
-    ok = benchmark.pedantic(
-        torch.autograd.gradcheck,
-        args=(fn, inputs),
-        kwargs={"fast_mode": mode == "fast"},
-        rounds=rounds,
-        iterations=1,
-    )
+    # gradcheck makes thousands of tiny conv calls; with torch's default 2 intra-op threads
+    # on this 2-core machine they spend most of their time synchronising (41 s vs 7 s for
+    # conv-large slow mode, measured). One thread is torch's best case: the ratios are
+    # conservative.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ok = benchmark.pedantic(
+            torch.autograd.gradcheck,
+            args=(fn, inputs),
+            kwargs={"fast_mode": mode == "fast"},
+            rounds=rounds,
+            iterations=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    benchmark.extra_info["torch_threads"] = 1
     assert ok is True
