@@ -131,7 +131,8 @@ def load_target(target: str) -> Any:
             [] if isinstance(getattr(obj, "params", None), Mapping) else ["params (a dict)"]
         )
         raise UsageError(
-            f"{target} returned a {type(obj).__name__}, not a layer: missing {', '.join(missing)}"
+            f"{target} returned an object of type {type(obj).__name__}, not a layer: "
+            f"missing {', '.join(missing)}"
         )
     return obj
 
@@ -288,14 +289,16 @@ def _run_layer(args: argparse.Namespace) -> int:
     report = None
     failure: Exception | None = None
     code = 0
+    err_console = _console(stderr=True)
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed} forward calls"),
         TimeElapsedColumn(),
-        console=_console(stderr=True),
+        console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # no stray blank line when stderr is a file
     ) as progress:
         task = progress.add_task(f"checking {args.target} on x {shape} {args.dtype}", total=None)
         started = time.perf_counter()
@@ -314,7 +317,9 @@ def _run_layer(args: argparse.Namespace) -> int:
     if report is not None:
         _write_outputs(report, args.json, args.plot)
     if code == 2 and failure is not None:
-        first = str(failure).strip().splitlines()[0] if str(failure).strip() else "contract error"
+        problems = list(getattr(report, "problems", None) or [])
+        lines = str(failure).strip().splitlines()
+        first = problems[0] if problems else (lines[0] if lines else "contract error")
         print(f"python -m checks layer: contract error: {_one_line(first)}", file=sys.stderr)
     verdict = {0: "[bold green]PASS[/]", 1: "[bold red]MISMATCH[/]", 2: "[bold red]CONTRACT[/]"}
     out.print(f"{verdict[code]} {args.target} ({elapsed:.2f} s)")

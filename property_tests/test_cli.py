@@ -45,6 +45,17 @@ LAYERS = textwrap.dedent(
 
 
     instance = cnn_ref.Dense(4, 2, seed=0)
+
+
+    class MutatesInput(cnn_ref.Dense):
+        def forward(self, x):
+            y = super().forward(x)
+            x *= 2.0
+            return y
+
+
+    def mutates():
+        return MutatesInput(4, 2, seed=0)
     """
 )
 
@@ -114,7 +125,7 @@ def test_subprocess_bad_target_exits_2_with_one_line(tmp_path: Path) -> None:
     [
         (["layer", "{file}:missing"], "has no attribute 'missing'"),
         (["layer", "{file}:raises"], "factory {file}:raises raised RuntimeError: no weights file"),
-        (["layer", "{file}:not_a_layer"], "returned a list, not a layer"),
+        (["layer", "{file}:not_a_layer"], "returned an object of type list, not a layer"),
         (["layer", "{file}:good", "--input-shape", "2,5,5,5"], "rejected an input of shape"),
         (["layer", "{file}:good", "--input-shape", "2,x"], "--input-shape must be"),
         (["layer", "nocolon"], "TARGET must be 'package.module:factory'"),
@@ -148,6 +159,14 @@ def test_debug_shows_the_traceback(layers_file: Path) -> None:
     with pytest.raises(Exception, match="no weights file") as info:
         main(["layer", f"{layers_file}:raises", "--debug"])
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_a_broken_contract_exits_2_with_one_line_on_stderr(layers_file: Path, capsys) -> None:
+    assert main(["layer", f"{layers_file}:mutates", "--input-shape", "3,4"]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "contract error" in captured.err and "mutat" in captured.err
+    assert "CONTRACT" in captured.out
 
 
 def test_target_may_name_a_layer_instance_in_a_module(layers_file: Path, capsys) -> None:
