@@ -312,6 +312,12 @@ def describe_machine() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     try:
+        import mygrad
+
+        info["mygrad"] = mygrad.__version__
+    except ImportError:
+        info["mygrad"] = None
+    try:
         import scipy
 
         info["scipy"] = scipy.__version__

@@ -337,7 +337,8 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
         f"numpy {info.get('numpy', '?')}" + (f", BLAS: {blas}" if blas else ""),
         f"- PyTorch: {info.get('torch') or 'not installed'}"
         + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
-        + f"; scipy: {info.get('scipy') or 'not installed'}",
+        + f"; scipy: {info.get('scipy') or 'not installed'}"
+        + f"; mygrad: {info.get('mygrad') or 'not installed'}",
     ]
     if info.get("env"):
         lines.append(f"- environment: {info['env']}")
@@ -442,7 +443,10 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
             "## Cost of a full gradient check (float64)",
             "",
             "`vs gradcheck slow` = gradcheck slow-mode time / this row's time (a speed-up); "
-            "`vs gradcheck fast` = this row's time / gradcheck fast-mode time (a cost).",
+            "`vs gradcheck fast` = this row's time / gradcheck fast-mode time (a cost). "
+            "torch.autograd.gradcheck checks every input (x, weight, bias) and runs with "
+            "one intra-op thread, its fastest setting for thousands of tiny calls on this "
+            "machine.",
             "",
             *_table(
                 [
