@@ -59,6 +59,24 @@ class ChannelsSwapped(cnn_ref.Conv2D):
         return dx
 
 
+class KernelTransposed(cnn_ref.Conv2D):
+    """Each kh x kw kernel gradient transposed (an (h, w) vs (w, h) reshape)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["K"] = np.ascontiguousarray(self.grads["K"].swapaxes(-1, -2))
+        return dx
+
+
+class DenseWeightTransposed(cnn_ref.Dense):
+    """dW = x^T delta where eq. (5) needs delta^T x (W is (out, in))."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["W"] = np.ascontiguousarray(self.grads["W"].T)
+        return dx
+
+
 class MeanPoolUpWithoutFactor(cnn_ref.Subsample):
     """Mean pooling forward, but up(delta) without the 1/n^2 (sum pooling's backward)."""
 
@@ -222,6 +240,18 @@ def test_hint_swapped_channel_indices_eq18() -> None:
     message, failing = _failure(_conv(ChannelsSwapped, 3, 3, (2, 2)), _x(2, 3, 5, 5))
     assert failing == ["K"]
     assert any("analytic[i, j] = numerical[j, i]" in h for h in _hint_lines(message))
+
+
+def test_hint_spatially_transposed_kernel() -> None:
+    message, failing = _failure(_conv(KernelTransposed, 2, 3, 3), _x(2, 2, 6, 6))
+    assert failing == ["K"]
+    assert any("last two axes swapped" in h for h in _hint_lines(message))
+
+
+def test_hint_dense_weight_gradient_transposed_eq5() -> None:
+    message, failing = _failure(DenseWeightTransposed(4, 4, seed=1), _x(3, 4))
+    assert failing == ["W"]
+    assert any("analytic = numerical transposed" in h for h in _hint_lines(message))
 
 
 def test_hint_mean_pool_up_sampling_without_1_over_n2() -> None:
