@@ -166,7 +166,10 @@ def _build_parser() -> _Parser:
     )
     layer.add_argument("target", metavar="TARGET", help="package.module:factory or file.py:factory")
     layer.add_argument(
-        "--input-shape", default="2,3,8,8", help="shape of x, comma-separated (default 2,3,8,8)"
+        "--input-shape",
+        metavar="N,C,H,W",
+        default="2,3,8,8",
+        help="shape of x, comma-separated (default 2,3,8,8)",
     )
     layer.add_argument("--dtype", choices=DTYPES, default="float64")
     layer.add_argument("--method", choices=METHODS, default="auto")
