@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -1222,6 +1223,7 @@ def _fmt_err(err: float) -> str:
 
 def render(rows: Sequence[AuditRow], console: Any) -> None:
     """Print the audit as a rich table (one row per claim, coloured verdicts)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -1238,7 +1240,9 @@ def render(rows: Sequence[AuditRow], console: Any) -> None:
     # the short columns keep their width; the claim is cut with an ellipsis to fit one line
     width = int(getattr(console, "width", 120) or 120)
     table.add_column("claim -- note", overflow="ellipsis", no_wrap=True, width=max(20, width - 68))
-    for r in rows:
+    for group in _groups(rows):
+        r = group[0]
+        variants = "/".join(g.variant for g in group)
         if r.holds:
             verdict = "[green]yes[/]"
         else:
@@ -1246,15 +1250,36 @@ def render(rows: Sequence[AuditRow], console: Any) -> None:
         if not r.as_documented:
             verdict += " [bold red](!)[/]"
         form = "[cyan]corrected[/]" if r.form == "corrected" else "as-written"
+        claim, note = (_sub_word(t, r.variant, variants) for t in (r.claim, r.note))
         table.add_row(
             r.equation,
-            r.variant,
+            variants,
             form,
             verdict,
-            _fmt_err(r.max_rel_err),
-            f"{r.claim} [dim]-- {r.note}[/]",
+            _fmt_err(max(g.max_rel_err for g in group)),
+            f"{escape(claim)} [dim]-- {escape(note)}[/]",
         )
     console.print(table)
+
+
+def _sub_word(text: str, word: str, new: str) -> str:
+    return re.sub(rf"\b{re.escape(word)}\b", new, text)
+
+
+def _groups(rows: Sequence[AuditRow]) -> list[list[AuditRow]]:
+    """Consecutive rows that differ only in the variant (e.g. sum/mean/max) share a line."""
+
+    def key(r: AuditRow) -> tuple[object, ...]:
+        return (r.equation, r.form, r.holds, r.as_documented,
+                _sub_word(r.claim, r.variant, "*"), _sub_word(r.note, r.variant, "*"))  # fmt: skip
+
+    groups: list[list[AuditRow]] = []
+    for r in rows:
+        if groups and key(groups[-1][0]) == key(r):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
 
 
 def _eq_name(equation: str) -> str:
