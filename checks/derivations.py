@@ -1345,6 +1345,13 @@ def render_markdown(rows: Sequence[AuditRow]) -> str:
         "1/n^2 and max pooling routes each delta to the block's maximum. The seed is "
         "per-sample; for a batch every parameter gradient is the sum over samples.",
         "",
+        "How to run each part: `make verify` prints this audit and then checks every "
+        "reference layer through the checker; `python -m checks audit --json audit.json` "
+        "writes the rows below as JSON; `python -m checks selftest` runs the checker on "
+        "deliberately broken layers. The same claims are property tests (`make test`): "
+        "`property_tests/test_eq*.py` per equation, `test_adjoint_identities.py` (exact, no "
+        "finite differences), `test_torch_oracle.py` (PyTorch autograd), `test_audit.py`.",
+        "",
         "| eq. | variant | form | holds | max rel. err | claim | note |",
         "|---|---|---|---|---|---|---|",
     ]
