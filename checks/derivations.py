@@ -1339,8 +1339,10 @@ def render_markdown(rows: Sequence[AuditRow]) -> str:
         "convolution (MATLAB `conv2`), which is not what deep-learning frameworks call "
         "convolution (cross-correlation: drop the outer `rot180` in (14)). Eq. (18) is wrong "
         "in two ways: it sums `delta_i` over j with `K_ij` where the sum must run over the "
-        "next layer's maps i with the kernel `K_ij` that connects them to map j, and for a true "
-        "convolution the kernel must be rotated (`conv2(delta, rot180(K), 'full')`). The "
+        "next layer's maps i with the kernel `K_ij` that connects them to map j (in the seed's "
+        "own lettering, with i the map of layer l: a sum over j of `delta_j^{l+1}` with "
+        "`K_ji^{l+1}`), and for a true convolution the kernel must be rotated "
+        "(`conv2(delta, rot180(K), 'full')`; for cross-correlation it must not). The "
         "up-sampling in (10)/(11) is right for sum pooling only: mean pooling needs a factor "
         "1/n^2 and max pooling routes each delta to the block's maximum. The seed is "
         "per-sample; for a batch every parameter gradient is the sum over samples.",
