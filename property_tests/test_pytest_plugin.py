@@ -50,6 +50,32 @@ def test_bad(gradcheck):
     # __tracebackhide__: the failure points at the user's line, not at the plugin
     assert "gradcheck(KernelNotFlipped(2, 3, 2, seed=0), x())" in out
     assert "pytest_plugin.py" not in out
+    assert "_runner.py" not in out  # the checker's frames are dropped, the message stays
+
+
+def test_a_layer_that_raises_keeps_its_own_traceback(pytester) -> None:
+    pytester.makepyfile(
+        LAYERS
+        + """
+
+class Explodes(cnn_ref.Dense):
+    def backward(self, dy):
+        raise ValueError("boom in my backward")
+
+
+def test_raises(gradcheck):
+    gradcheck(Explodes(3, 2, seed=0), np.ones((2, 3)))
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            '*raise ValueError("boom in my backward")',
+            "*direct cause*",
+            "*LayerContractError*",
+        ]
+    )
 
 
 def test_marker_sets_per_test_defaults_and_calls_override_them(pytester) -> None:
