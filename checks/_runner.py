@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from checks import batching, contract, coverage, finite_diff, kinks, tolerances
+from checks import batching, contract, coverage, finite_diff, grouping, kinks, tolerances
 from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.finite_diff import FDResult
 from checks.report import Report, TensorReport
@@ -62,7 +62,7 @@ class _Target:
     def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
         raise NotImplementedError
 
-    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+    def eval_element(self, name: str, idx: tuple[Any, ...], v: Any, what: str) -> np.ndarray:
         raise NotImplementedError
 
     def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
@@ -130,7 +130,7 @@ class _LayerTarget(_Target):
         finally:
             self.params[name] = orig
 
-    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+    def eval_element(self, name: str, idx: tuple[Any, ...], v: Any, what: str) -> np.ndarray:
         base = self.value(name)
         if np.iscomplexobj(v):
             arr = self._complex_copy.get(name)
@@ -206,7 +206,7 @@ class _VjpTarget(_Target):
     def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
         return self._call(self._args(name, arr), what)
 
-    def eval_element(self, name: str, idx: tuple[int, ...], v: Any, what: str) -> np.ndarray:
+    def eval_element(self, name: str, idx: tuple[Any, ...], v: Any, what: str) -> np.ndarray:
         base = self.value(name)
         if np.iscomplexobj(v):
             arr = self._complex_copy.get(name)
@@ -256,6 +256,8 @@ class _Ctx:
     rtol: float | None
     atol: float | None
     packed: set[str] = field(default_factory=set)
+    # per tensor: the grouping that passed its trial ("" when none did), found once
+    groupings: dict[str, str] = field(default_factory=dict)
 
 
 def _reduce(
@@ -297,6 +299,58 @@ def _complex_value(t: np.ndarray, h: np.ndarray, rule: tolerances.DtypeRule) -> 
     return t.astype(rule.complex_dtype) + 1j * h.astype(rule.complex_dtype)
 
 
+_MIN_GROUPED = 8
+
+
+def _grouped(
+    ctx: _Ctx,
+    name: str,
+    run: grouping.RunFn,
+    tf: np.ndarray,
+    shape: tuple[int, ...],
+    cols: np.ndarray,
+    kind: str,
+    dym: np.ndarray,
+    out: dict[str, np.ndarray],
+    how: str,
+) -> np.ndarray:
+    """Evaluate ``cols`` in groups with disjoint footprints where a trial allows; fill ``out``
+    (views of shape (M, S)) and return the positions left for one-by-one evaluation."""
+    if cols.size < _MIN_GROUPED:
+        return cols
+    key = ctx.groupings.get(name)
+    if key is None:
+        key = ""
+        if how == "lattice" and len(shape) >= 1:
+            p = grouping.try_periods(run, tf, tuple(shape), ctx.rule, max(shape[-2:]))
+            key = f"lattice period {p}" if p else ""
+        elif how == "axis0" and len(shape) >= 1 and shape[0] >= 2:
+            trial = grouping.axis0_groups(shape)[0]
+            overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule)
+            key = "" if overlap else "grouped along axis 0"
+        ctx.groupings[name] = key
+    if not key:
+        return cols
+    if key.startswith("lattice"):
+        groups = grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
+    else:
+        groups = grouping.axis0_groups(tuple(shape))
+    wanted = np.zeros(tf.shape[1], dtype=bool)
+    wanted[cols] = True
+    groups = [g[wanted[g]] for g in groups]
+    groups = [g for g in groups if g.size]
+    res, failed = grouping.evaluate_groups(
+        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS
+    )
+    done = np.zeros(tf.shape[1], dtype=bool)
+    for g in groups:
+        done[g] = True
+    done[failed] = False
+    for f, v in res.items():
+        out[f][:, done] = v[:, done]
+    return np.flatnonzero(wanted & ~done)
+
+
 def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     """Numerical derivatives of the masked elements of a packable tensor, many per call."""
     tgt, ba = ctx.target, ctx.batch_axis
@@ -316,6 +370,31 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
     fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
               "onesided_noise", "central", "central2")  # fmt: skip
     out = {f: np.full((n, s), np.nan) for f in fields}
+
+    def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
+        dtype = np.dtype(ctx.rule.complex_dtype) if cplx else x.dtype
+        c_all = len(specs)
+        per_call = max(1, min(_CHUNK_ELEMENTS // max(1, n * r_out), _CHUNK_ELEMENTS // (n * s)))
+        ys = np.empty((c_all, n, r_out), dtype=np.complex128 if cplx else np.float64)
+        bases = np.empty((c_all, n, r_out))
+        for c0 in range(0, c_all, per_call):
+            chunk = specs[c0 : c0 + per_call]
+            big = np.empty((1 + len(chunk), n, s), dtype=dtype)
+            big[:] = xf[None]
+            for i, (pos_i, vals_i) in enumerate(chunk):
+                big[1 + i][:, pos_i] = vals_i
+            copies = big.shape[0]
+            xin = np.moveaxis(big.reshape((copies * n, *xb.shape[1:])), 0, ba)
+            what = f"on {copies} packed copies of {name} (grouped positions)"
+            ybig = tgt.eval_packed(name, xin, copies, what)
+            yb_shape[ba] = copies * n
+            _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+            y = batching.unpack_outputs(ybig, copies, ba)
+            ys[c0 : c0 + len(chunk)] = y[1:]
+            bases[c0 : c0 + len(chunk)] = y[0].real
+        return bases, ys
+
+    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice")
     for start in range(0, cols.size, per_pos):
         pos = cols[start : start + per_pos]
         p = pos.size
@@ -367,6 +446,24 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
     fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
               "onesided_noise", "central", "central2")  # fmt: skip
     out = {f: np.full(t_all.shape, np.nan) for f in fields}
+
+    def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
+        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
+        for i, (pos_i, vals_i) in enumerate(specs):
+            idx = np.unravel_index(pos_i, t_all.shape)
+            what = f"while perturbing {pos_i.size} elements of {name} together"
+            y = tgt.eval_element(name, idx, vals_i[0], what)
+            _check_out_shape(ctx, y, ctx.y_shape, what)
+            ys[i, 0] = y.reshape(-1)
+        return np.broadcast_to(y0, ys.shape), ys
+
+    flat_out = {f: v.reshape(1, -1) for f, v in out.items()}
+    cols = np.flatnonzero(mask.reshape(-1))
+    cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
+                    flat_out, "axis0")  # fmt: skip
+    left = np.zeros(t_all.size, dtype=bool)
+    left[cols] = True
+    idxs = np.argwhere(left.reshape(t_all.shape))
     for start in range(0, len(idxs), _ELEMENT_GROUP):
         group = [tuple(int(i) for i in row) for row in idxs[start : start + _ELEMENT_GROUP]]
         t = np.array([t_all[i] for i in group], dtype=t_all.dtype)

@@ -1,0 +1,274 @@
+"""Many elements per forward call when their effects on the output are disjoint.
+
+Perturbing one element of ``x`` in a conv changes only a small window of the output. Elements
+far enough apart (a lattice with a period of at least the kernel size) change disjoint sets of
+outputs, so they can be perturbed *together* in one copy, and the change of ``phi`` can still be
+split element by element -- provided we know which element moved which output. That is the
+column-compression idea of Curtis, Powell and Reid (1974) for sparse Jacobians.
+
+Nothing about the layer is assumed. Each group's sources are *measured* with ``B =
+ceil(log2 g)`` code probes: probe ``b`` perturbs the members whose index in the group has bit
+``b`` set, so every output that moves reads off the index of the member that moved it. An
+output that responds to a subset of the group differently from the whole group, responds to
+a code probe but not to the whole group, or moves under another stencil point without a
+source, proves the footprints overlap; that group then falls back to one perturbation per
+element. A grouping (a lattice period, or grouping parameters along their first axis) is
+first tried on one group and used only when that trial shows no overlap.
+
+Notes
+-----
+With disjoint footprints ``y_j`` depends on the group only through its source ``s(j)``, so the
+perturbed output equals the one of perturbing ``s(j)`` alone, bit for bit up to the blocking
+of the linear algebra, for any nonlinear layer: the per-element differences
+``r_i = sum_{j: s(j) = i} dy_j (y_j^+ - y_j)`` are exactly those of single perturbations.
+Outputs that move by less than ``4 eps |y_j|`` are not attributed; their contribution is below
+the rounding already in the error estimate (the complex step, which has no such noise floor,
+sends a group with any unattributed imaginary part to the fallback instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from checks import finite_diff
+
+__all__ = ["axis0_groups", "evaluate_groups", "lattice_groups", "trial_overlaps", "try_periods"]
+
+Spec = tuple[np.ndarray, np.ndarray]
+RunFn = Callable[[Sequence[Spec], bool], tuple[np.ndarray, np.ndarray]]
+"""``run(specs, complex) -> (bases (C, M, R), ys (C, M, R))``: one row per spec; ``bases`` is the
+unperturbed output evaluated in the same call as that spec."""
+
+_FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
+           "onesided_noise", "central", "central2")  # fmt: skip
+_ULPS = 4.0
+
+
+def lattice_groups(sample_shape: tuple[int, ...], period: int) -> list[np.ndarray]:
+    """Flat positions grouped by a lattice of ``period`` on the last (up to two) axes.
+
+    Every index of the leading axes (channels) is a group of its own.
+    """
+    nd = len(sample_shape)
+    idx = np.indices(sample_shape).reshape(nd, -1)
+    n_sp = min(2, nd)
+    key = [idx[a] for a in range(nd - n_sp)] + [idx[a] % period for a in range(nd - n_sp, nd)]
+    keys = np.ravel_multi_index(key, tuple(sample_shape[: nd - n_sp]) + (period,) * n_sp)
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    return [g for g in np.split(order, bounds) if g.size]
+
+
+def axis0_groups(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Flat indices grouped so that each group holds one element per index of axis 0."""
+    if len(shape) == 0:
+        return [np.zeros(1, dtype=np.intp)]
+    n0 = shape[0]
+    rest = math.prod(shape[1:])
+    flat = np.arange(n0 * rest).reshape(n0, rest)
+    return [flat[:, k] for k in range(rest)]
+
+
+def _specs_for(
+    t: np.ndarray, pos: np.ndarray, kind: str, rule
+) -> tuple[list[Spec], list[Spec], dict]:
+    """Real specs (stencil + code probes) and complex specs for one group."""
+    g = pos.size
+    n_bits = max(0, math.ceil(math.log2(g))) if g > 1 else 0
+    tg = t[:, pos]
+    h = finite_diff.step_sizes(tg, rule.h_central)
+    vals, taken = finite_diff.perturbed_values(tg, h, finite_diff.REAL_STENCIL)
+    real: list[Spec] = []
+    stencil = range(len(finite_diff.REAL_STENCIL)) if kind != "complex" else range(1)
+    for k in stencil:
+        real.append((pos, vals[k]))
+    codes = np.arange(g)
+    for b in range(n_bits):
+        sel = ((codes >> b) & 1).astype(bool)
+        real.append((pos[sel], vals[0][:, sel]))
+    cplx: list[Spec] = []
+    info = {"n_bits": n_bits, "taken": taken, "g": g}
+    if kind == "complex":
+        hc = finite_diff.step_sizes(tg, rule.h_complex)
+        cv = tg.astype(rule.complex_dtype) + 1j * hc.astype(rule.complex_dtype)
+        cplx.append((pos, cv))
+        info["hc"] = hc
+    return real, cplx, info
+
+
+def _decode(
+    bases: np.ndarray, ys: np.ndarray, n_stencil: int, n_bits: int, eps: float, g: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Sources of every output (``-1``: none) and whether the footprints overlap."""
+    base = bases[0]
+    full = ys[0]
+    d_full = full - base
+    thr = _ULPS * eps * np.maximum(np.abs(base), np.abs(full))
+    aff = np.abs(d_full) > thr
+    src = np.zeros(base.shape, dtype=np.int64)
+    conflict = False
+    for b in range(n_bits):
+        d_b = ys[n_stencil + b] - bases[n_stencil + b]
+        on = np.abs(d_b) > thr
+        if np.any(on & ~aff) or np.any(on & aff & (np.abs(d_b - d_full) > thr)):
+            conflict = True
+            break
+        src |= on.astype(np.int64) << b
+    if not conflict and np.any(aff & (src >= g)):
+        conflict = True
+    if not conflict:
+        for k in range(1, n_stencil):
+            yk, bk = ys[k], bases[k]
+            thr_k = _ULPS * eps * np.maximum(np.abs(bk), np.abs(yk))
+            if np.any((np.abs(yk - bk) > thr_k) & ~aff):
+                conflict = True
+                break
+    return np.where(aff, src, -1), aff, conflict
+
+
+def _scatter_sum(w: np.ndarray, src: np.ndarray, g: int) -> np.ndarray:
+    """``out[m, i] = sum_j w[m, j] [src[m, j] == i]`` for every sample m."""
+    m = w.shape[0]
+    ok = src >= 0
+    rows = np.broadcast_to(np.arange(m)[:, None], src.shape)
+    key = (rows * g + np.where(ok, src, 0))[ok]
+    return np.bincount(key, weights=w[ok], minlength=m * g).reshape(m, g)
+
+
+def evaluate_groups(
+    run: RunFn,
+    t: np.ndarray,
+    groups: Sequence[np.ndarray],
+    kind: str,
+    rule,
+    dy: np.ndarray,
+    ybar: float,
+    max_elements: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Finite differences of every group's members, a few groups per forward call.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(specs, complex) -> (bases (C, M, R), ys (C, M, R))`` evaluates copies; each spec
+        is ``(positions, values (M, len(positions)))`` perturbing those positions of every
+        sample; ``bases[c]`` is the unperturbed output from the same call.
+    t : ndarray, shape ``(M, S)``
+        The tensor, samples first, positions flattened.
+    groups : sequence of int arrays
+        Positions to evaluate together.
+    kind : {"complex", "central", "richardson"}
+    rule : DtypeRule
+    dy : ndarray, shape ``(M, R)``, float64
+    ybar : float
+        Mean ``|y|`` (rounding floor of outputs small by cancellation).
+    max_elements : int
+        Output elements per batch of groups (memory bound).
+
+    Returns
+    -------
+    fields : dict of ndarray ``(M, S)``
+        NaN outside the evaluated positions.
+    failed : ndarray of int
+        Positions of groups whose footprints overlapped (evaluate them one by one).
+    """
+    m, s = t.shape
+    out = {f: np.full((m, s), np.nan) for f in _FIELDS}
+    failed: list[np.ndarray] = []
+    n_st = 1 if kind == "complex" else len(finite_diff.REAL_STENCIL)
+    ady = np.abs(dy)
+    batch: list[tuple[np.ndarray, list[Spec], list[Spec], dict]] = []
+    out_per_sample = dy.shape[1]
+
+    def flush() -> None:
+        if not batch:
+            return
+        real_specs = [sp for _, r, _, _ in batch for sp in r]
+        bases_all, ys_real = run(real_specs, False)
+        ys_cplx = None
+        if kind == "complex":
+            _, ys_cplx = run([sp for _, _, c, _ in batch for sp in c], True)
+        off = 0
+        for gi, (pos, r_specs, _, info) in enumerate(batch):
+            ys = ys_real[off : off + len(r_specs)].astype(np.float64, copy=False)
+            bases = bases_all[off : off + len(r_specs)].astype(np.float64, copy=False)
+            off += len(r_specs)
+            g = info["g"]
+            src, aff, conflict = _decode(bases, ys, n_st, info["n_bits"], rule.eps, g)
+            if kind == "complex" and not conflict:
+                assert ys_cplx is not None
+                im = ys_cplx[gi].imag.astype(np.float64, copy=False)
+                if np.any((im != 0) & ~aff):
+                    conflict = True
+            if conflict:
+                failed.append(pos)
+                continue
+            if kind == "complex":
+                im_num = _scatter_sum(dy * im, src, g)
+                abs_num = _scatter_sum(ady * np.abs(im), src, g)
+                fd = finite_diff.combine_complex(im_num, abs_num, info["hc"], rule.eps)
+            else:
+                r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
+                mags, noises = [], []
+                for a, b in ((0, 1), (2, 3)):
+                    diff = ys[a] - ys[b]
+                    mags.append(_scatter_sum(ady * np.abs(diff), src, g))
+                    gmag = np.maximum(np.maximum(np.abs(ys[a]), np.abs(ys[b])), ybar)
+                    noises.append(
+                        rule.eps * _scatter_sum(np.where(diff != 0, ady * gmag, 0.0), src, g)
+                    )
+                fd = finite_diff.combine_real(
+                    r, info["taken"], np.stack(mags), np.stack(noises), method=kind
+                )
+            for f in _FIELDS:
+                v = getattr(fd, f)
+                if v is not None:
+                    out[f][:, pos] = v
+        batch.clear()
+
+    budget = 0
+    for pos in groups:
+        real, cplx, info = _specs_for(t, pos, kind, rule)
+        cost = (len(real) + len(cplx)) * m * out_per_sample
+        if batch and budget + cost > max_elements:
+            flush()
+            budget = 0
+        batch.append((pos, real, cplx, info))
+        budget += cost
+    flush()
+    fail = np.concatenate(failed) if failed else np.zeros(0, dtype=np.intp)
+    return out, fail
+
+
+def try_periods(
+    run: RunFn,
+    t: np.ndarray,
+    sample_shape: tuple[int, ...],
+    rule,
+    max_period: int,
+) -> int | None:
+    """The smallest lattice period whose trial group shows disjoint footprints, if any."""
+    spatial = sample_shape[-min(2, len(sample_shape)) :]
+    for p in (2, 3, 4, 5, 6, 8, 12, 16):
+        if p > max_period or p >= max(spatial):
+            break
+        groups = lattice_groups(sample_shape, p)
+        trial = max(groups, key=len)
+        if trial.size < 4:
+            break
+        if not trial_overlaps(run, t, trial, rule):
+            return p
+    return None
+
+
+def trial_overlaps(run: RunFn, t: np.ndarray, positions: np.ndarray, rule) -> bool:
+    """Whether the footprints of ``positions`` overlap (one +h probe and the code probes)."""
+    real, _, info = _specs_for(t, positions, "complex", rule)  # "complex": +h and codes only
+    bases, ys = run(real, False)
+    _, _, overlap = _decode(
+        bases.astype(np.float64), ys.astype(np.float64), 1, info["n_bits"], rule.eps, info["g"]
+    )
+    return overlap
