@@ -36,7 +36,15 @@ def test_the_captured_failure_message_is_what_the_checker_prints_today() -> None
     namespace: dict = {"__name__": "front_door_doc"}
     first = _blocks("python")[0].replace('err.report.plot("front_door_rot180.png")', "pass")
     exec(compile(first, str(DOC), "exec"), namespace)
-    captured = _blocks("text")[0].strip()
-    # when checks/messages.py changes on purpose, paste the new text (shown in this diff)
-    # into the doc's first ```text block and regenerate docs/front_door_rot180.png
-    assert namespace["message"].strip() == captured
+    fresh = namespace["message"]
+    captured = _blocks("text")[0].strip().splitlines()
+    # the findings must be today's: the mismatch count, the worst elements, the hint. (The
+    # wording of the header may evolve in checks/messages.py without invalidating the doc.)
+    findings = [
+        line.strip()
+        for line in captured
+        if line.startswith(("Mismatched elements", "Hint:", "  K["))
+    ]
+    assert len(findings) >= 7
+    for line in findings:
+        assert line in fresh, f"docs/front_door.md is stale; a fresh run prints:\n{fresh}"
