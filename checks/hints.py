@@ -141,7 +141,8 @@ class _Context:
 
     @property
     def is_x(self) -> bool:
-        return self.name == "x" or self.name.startswith("inputs[")
+        # check_vjp names its inputs inputs[0], inputs[1], ...; the first is usually x
+        return self.name in ("x", "inputs[0]")
 
 
 # ---------------------------------------------------------------------------------------
