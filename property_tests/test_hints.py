@@ -384,3 +384,24 @@ def test_diagnose_rot180_of_a_symmetric_gradient_is_not_a_hint() -> None:
     a[0, 0, 1, 1] += 1.0
     hints = diagnose(_tensor("K", a, n))
     assert not any("rot180" in h for h in hints)
+
+
+def test_hint_through_check_vjp_names_the_kernel_input() -> None:
+    from checks import check_vjp
+    from cnn_ref.functional.conv import conv2d_forward
+
+    b = np.zeros(3)
+
+    def f(x, K):
+        return conv2d_forward(x, K, b)
+
+    def vjp(dy, x, K):
+        dx, dK, _ = conv2d_backward(dy, x, K)
+        return dx, dK[..., ::-1, ::-1]  # eq. (14) without the outer rot180
+
+    with pytest.raises(GradientMismatchError) as info:
+        check_vjp(f, vjp, _x(2, 2, 5, 6), _x(3, 2, 2, 3))
+    hints = _hint_lines(str(info.value))
+    assert any(
+        h.startswith("Hint: inputs[1]: analytic = rot180") and "eq. (14)" in h for h in hints
+    ), hints
