@@ -318,17 +318,17 @@ def _grouped(
     (views of shape (M, S)) and return the positions left for one-by-one evaluation."""
     if cols.size < _MIN_GROUPED:
         return cols
-    key = ctx.groupings.get(name)
+    key = ctx.groupings.get(f"{name}/{kind}")
     if key is None:
         key = ""
         if how == "lattice" and len(shape) >= 1:
-            p = grouping.try_periods(run, tf, tuple(shape), ctx.rule, max(shape[-2:]))
+            p = grouping.try_periods(run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind)
             key = f"lattice period {p}" if p else ""
-        elif how == "axis0" and len(shape) >= 1 and shape[0] >= 2:
+        elif how == "axis0" and len(shape) >= 1 and grouping.worth_grouping(shape[0], kind):
             trial = grouping.axis0_groups(shape)[0]
             overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule)
             key = "" if overlap else "grouped along axis 0"
-        ctx.groupings[name] = key
+        ctx.groupings[f"{name}/{kind}"] = key
     if not key:
         return cols
     if key.startswith("lattice"):
@@ -868,6 +868,9 @@ def _run(
         raise fail(LayerContractError, str(exc)) from exc.__cause__
     finally:
         report.n_evals = target.n_evals
+    grouped = sorted({f"{k.split('/')[0]}: {v}" for k, v in ctx.groupings.items() if v})
+    if grouped:
+        report.batching += "; disjoint-footprint groups: " + ", ".join(grouped)
     used = sorted({t.method for t in report.tensors})
     report.method = used[0] if len(used) == 1 else (
         "mixed(" + ", ".join(f"{t.name}={t.method}" for t in report.tensors) + ")")  # fmt: skip

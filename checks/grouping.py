@@ -35,7 +35,14 @@ import numpy as np
 
 from checks import finite_diff
 
-__all__ = ["axis0_groups", "evaluate_groups", "lattice_groups", "trial_overlaps", "try_periods"]
+__all__ = [
+    "axis0_groups",
+    "evaluate_groups",
+    "lattice_groups",
+    "trial_overlaps",
+    "try_periods",
+    "worth_grouping",
+]
 
 Spec = tuple[np.ndarray, np.ndarray]
 RunFn = Callable[[Sequence[Spec], bool], tuple[np.ndarray, np.ndarray]]
@@ -45,6 +52,21 @@ unperturbed output evaluated in the same call as that spec."""
 _FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
            "onesided_noise", "central", "central2")  # fmt: skip
 _ULPS = 4.0
+
+
+def worth_grouping(g: int, kind: str) -> bool:
+    """Whether evaluating ``g`` elements as one group costs less than one by one.
+
+    A group needs ``ceil(log2 g)`` real code probes plus its stencil (for the complex step one
+    real +h probe and one complex copy, a complex copy costing about two real ones); one by one
+    costs ``g`` times the stencil.
+    """
+    if g < 2:
+        return False
+    bits = math.ceil(math.log2(g))
+    if kind == "complex":
+        return bits + 1 + 2 < 2 * g
+    return bits + len(finite_diff.REAL_STENCIL) < len(finite_diff.REAL_STENCIL) * g
 
 
 def lattice_groups(sample_shape: tuple[int, ...], period: int) -> list[np.ndarray]:
@@ -249,15 +271,17 @@ def try_periods(
     sample_shape: tuple[int, ...],
     rule,
     max_period: int,
+    kind: str = "richardson",
 ) -> int | None:
-    """The smallest lattice period whose trial group shows disjoint footprints, if any."""
+    """The smallest lattice period whose trial group shows disjoint footprints, if any (and
+    only periods whose groups are large enough to be worth it)."""
     spatial = sample_shape[-min(2, len(sample_shape)) :]
     for p in (2, 3, 4, 5, 6, 8, 12, 16):
         if p > max_period or p >= max(spatial):
             break
         groups = lattice_groups(sample_shape, p)
         trial = max(groups, key=len)
-        if trial.size < 4:
+        if not worth_grouping(trial.size, kind):
             break
         if not trial_overlaps(run, t, trial, rule):
             return p

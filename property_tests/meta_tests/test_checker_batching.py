@@ -97,3 +97,60 @@ def test_packed_and_unpacked_evaluations_agree(method):
     single = check_layer(_FixedBatch(), x, method=method)
     assert "packed" in packed.batching and "one call per probe" in single.batching
     np.testing.assert_allclose(packed.tensors[0].numerical, single.tensors[0].numerical, rtol=1e-9)
+
+
+def test_grouped_perturbations_agree_with_one_by_one(monkeypatch):
+    """Elements with disjoint output footprints are perturbed together (checks.grouping);
+    the numbers must be those of perturbing them one at a time."""
+    import checks._runner as runner
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 9, 9))
+    layer = conv(rng, 2, 8, 3)  # 8 output maps: K's elements group along axis 0
+    for method in ("complex", "richardson"):
+        grouped = check_layer(layer, x, method=method, coverage="full")
+        assert "x: lattice period 3" in grouped.batching
+        assert "K: grouped along axis 0" in grouped.batching
+        with monkeypatch.context() as m:
+            m.setattr(runner, "_MIN_GROUPED", 10**9)
+            single = check_layer(layer, x, method=method, coverage="full")
+        assert "disjoint-footprint" not in single.batching
+        for tg, ts in zip(grouped.tensors, single.tensors, strict=True):
+            np.testing.assert_allclose(tg.numerical, ts.numerical, rtol=1e-9, atol=1e-12)
+
+
+class _Coupled:
+    """y = x * sum(x) over each sample: every element moves every output (no disjoint
+    groups exist), so grouping must detect the overlap and fall back."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x):
+        self.x = x
+        self.s = x.sum(axis=(1, 2, 3), keepdims=True)
+        return x * self.s
+
+    def backward(self, dy):
+        return dy * self.s + (dy * self.x).sum(axis=(1, 2, 3), keepdims=True)
+
+
+def test_overlapping_footprints_fall_back_and_still_catch_errors():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 2, 6, 6))
+    rep = check_layer(_Coupled(), x)
+    assert "disjoint-footprint" not in rep.batching
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(Planted(_Coupled(), "x", (1, 0, 3, 2), 1e-6), x)
+    assert ei.value.report.tensor("x").worst_index == (1, 0, 3, 2)
+
+
+def test_a_planted_error_is_caught_inside_a_group():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 10, 10))
+    for tensor, idx in (("x", (1, 2, 4, 7)), ("K", (3, 1, 2, 0))):
+        with pytest.raises(GradientMismatchError) as ei:
+            check_layer(Planted(conv(np.random.default_rng(8), 3, 8, 3), tensor, idx, 1e-6), x)
+        rep = ei.value.report
+        assert "disjoint-footprint" in rep.batching
+        assert rep.tensor(tensor).worst_index == idx and rep.tensor(tensor).n_mismatched == 1
