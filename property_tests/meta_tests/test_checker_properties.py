@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from checks import GradientMismatchError, check_layer
@@ -62,6 +62,7 @@ def test_correct_kink_layers_never_fail(seed, n, f, zeros):
     check_layer(MaxPool2(), xp, seed=seed)
 
 
+@example(seed=238651764, n=1, f_in=6, f_out=2, tensor="x")  # saturated sigmoid (regression)
 @given(
     seed=seeds,
     n=st.integers(1, 3),
@@ -77,6 +78,29 @@ def test_a_1e6_error_in_one_element_is_always_caught(seed, n, f_in, f_out, tenso
     dx = ref.forward(x) is not None and ref.backward(dy)
     idx = typical_index(dx if tensor == "x" else ref.grads[tensor], rng)
     layer = Planted(dense(np.random.default_rng(seed), f_in, f_out), tensor, idx, 1e-6)
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(layer, x, dy=dy, seed=seed)
+    assert ei.value.report.tensor(tensor).mismatch[idx]
+
+
+@given(
+    seed=seeds,
+    n=st.integers(1, 3),
+    c_in=st.integers(1, 3),
+    c_out=st.integers(2, 8),
+    hw=st.integers(4, 9),
+    tensor=st.sampled_from(["x", "K", "b"]),
+)
+def test_a_1e6_error_in_one_conv_element_is_always_caught(seed, n, c_in, c_out, hw, tensor):
+    """Exercises the grouped (disjoint-footprint) evaluation: the planted element shares its
+    forward calls with many others."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, hw, hw))
+    dy = rng.standard_normal((n, c_out, hw - 2, hw - 2))
+    ref = conv(np.random.default_rng(seed), c_in, c_out, 3)
+    dx = ref.forward(x) is not None and ref.backward(dy)
+    idx = typical_index(dx if tensor == "x" else ref.grads[tensor], rng)
+    layer = Planted(conv(np.random.default_rng(seed), c_in, c_out, 3), tensor, idx, 1e-6)
     with pytest.raises(GradientMismatchError) as ei:
         check_layer(layer, x, dy=dy, seed=seed)
     assert ei.value.report.tensor(tensor).mismatch[idx]
