@@ -683,7 +683,8 @@ def _summarise(tr: TensorReport) -> None:
     ratio = np.where(np.isnan(ratio), np.inf, ratio)
     tr.max_abs_err = float(err.max())
     tr.max_rel_err = float(rel.max())
-    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), a.shape))
+    key = np.where(tr.mismatch & ok, err, -1.0) if (tr.mismatch & ok).any() else ratio
+    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(key)), a.shape))
 
 
 def _validate_common(method: str, coverage_: str, seed: Any, rtol: Any, atol: Any) -> None:

@@ -92,7 +92,8 @@ class TensorReport:
     max_abs_err, max_rel_err : float
         Over checked, finite, non-kink elements; ``rel = abs / max(|analytic|, |numerical|)``.
     worst_index : tuple of int or None
-        Multi-index of the element with the largest ``abs_err / tol``.
+        Multi-index of the mismatched element with the largest absolute error (when nothing
+        mismatches: of the element with the largest ``abs_err / tol``).
     atol, rtol : float or None
         Explicit overrides when the caller gave them, else ``None`` (tolerance from estimates).
     tolerance_rule : str
@@ -150,7 +151,8 @@ class TensorReport:
         return self.n_checked / self.n_total if self.n_total else 1.0
 
     def worst(self, k: int = 5) -> list[dict[str, Any]]:
-        """The ``k`` checked elements with the largest ``abs_err / tol``, worst first."""
+        """The ``k`` worst checked elements: mismatches first, by absolute error, then the
+        others by ``abs_err / tol``."""
         if self.checked.size == 0 or not self.checked.any():
             return []
         a = self.analytic
@@ -159,9 +161,12 @@ class TensorReport:
             err = np.abs(a - n)
             ratio = np.where(self.checked & np.isfinite(err), err / self.tol, -np.inf)
         ratio = np.where(np.isnan(ratio), np.inf, ratio)
-        flat = ratio.reshape(-1)
+        bad = self.mismatch if self.mismatch.shape == a.shape else np.zeros(a.shape, bool)
+        err_key = np.where(bad & np.isfinite(err), err, np.where(bad, np.inf, -1.0))
+        # lexsort: last key is primary -- mismatched (by abs error), then by ratio
+        flat = np.lexsort((-ratio.reshape(-1), -err_key.reshape(-1)))
         kmax = min(k, int(self.checked.sum()))
-        order = np.argsort(-flat, kind="stable")[:kmax]
+        order = flat[:kmax]
         out = []
         for i in order:
             idx = tuple(int(j) for j in np.unravel_index(int(i), self.shape))
