@@ -80,6 +80,11 @@ def check_layer(
     Non-differentiable points (ReLU at 0, max-pool ties) are detected from one-sided
     differences and accepted when the analytic value is a subgradient (:mod:`checks.kinks`).
 
+    Cost: perturbed copies of ``x`` are stacked along ``batch_axis`` (after a probe shows the
+    samples are independent, :mod:`checks.batching`), and elements whose effects on the output
+    are disjoint (a lattice of ``x`` positions in a conv, parameters along their first axis)
+    share copies, their sources measured by ``log2`` code probes (:mod:`checks.grouping`).
+
     Examples
     --------
     >>> import numpy as np
