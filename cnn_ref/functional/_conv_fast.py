@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-_CHUNK_BYTES = 4 << 20  # im2col buffer per chunk; about the L2+L3 share that keeps GEMM fed
+_CHUNK_BYTES = 24 << 20  # im2col buffer per GEMM call (several samples side by side)
 
 
 def _chunk(n: int, per_sample_bytes: int) -> int:
@@ -30,13 +30,16 @@ def _chunk(n: int, per_sample_bytes: int) -> int:
 class _Im2col:
     """Reusable im2col buffer for a padded input of shape ``(N, C, Hp, Wp)``.
 
-    ``cols(xp, n0, n1)`` returns ``(m, C*kh*kw, Ho*Wc)`` for samples ``n0:n1`` where ``Wc`` is
-    ``Wp`` (stride 1, flattened rows, garbage columns beyond ``Wo``) or ``Wo`` (strided).
+    ``cols(xp, n0, n1)`` returns the ``(C*kh*kw, m * Ho*Wc)`` matrix of samples ``n0:n1``
+    side by side (sample-major within each row), where ``Wc`` is ``Wp`` (stride 1, flattened
+    rows, garbage columns beyond ``Wo``) or ``Wo`` (strided). One GEMM then covers ``m``
+    samples: fewer, larger BLAS calls hold up far better than one call per sample when the
+    two cores are shared.
     """
 
     def __init__(
         self,
-        shape: tuple[int, int, int, int],
+        shape: tuple[int, ...],
         kernel_hw: tuple[int, int],
         stride: tuple[int, int],
         dilation: tuple[int, int],
@@ -44,6 +47,7 @@ class _Im2col:
         dtype: np.dtype,
     ) -> None:
         n, c, _, wp = shape
+        self.c = c
         self.kh, self.kw = kernel_hw
         self.stride, self.dilation = stride, dilation
         self.ho, self.wo = out_hw
@@ -53,32 +57,32 @@ class _Im2col:
         self.npos = self.ho * self.wc
         self.chunk = _chunk(n, self.rows * self.npos * dtype.itemsize)
         # zeros: the garbage tail of each flattened row stays finite (it is never written)
-        self.buf = np.zeros((self.chunk, c, self.kh, self.kw, self.npos), dtype=dtype)
+        self.buf = np.zeros(self.rows * self.chunk * self.npos, dtype=dtype)
 
     def cols(self, xp: np.ndarray, n0: int, n1: int) -> np.ndarray:
         m = n1 - n0
         xs = xp[n0:n1]
         s0, s1, s2, s3 = xs.strides
         (dh, dw), (sh, sw) = self.dilation, self.stride
-        c = xs.shape[1]
+        block = self.buf[: self.rows * m * self.npos].reshape(self.c, self.kh, self.kw, m, -1)
         if self.flat:
             length = (self.ho - 1) * self.wc + self.wo
             view = as_strided(
                 xs,
-                (m, c, self.kh, self.kw, length),
-                (s0, s1, s2 * dh, s3 * dw, s3),
+                (self.c, self.kh, self.kw, m, length),
+                (s1, s2 * dh, s3 * dw, s0, s3),
                 writeable=False,
             )
-            self.buf[:m, ..., :length] = view
+            block[..., :length] = view
         else:
             view = as_strided(
                 xs,
-                (m, c, self.kh, self.kw, self.ho, self.wo),
-                (s0, s1, s2 * dh, s3 * dw, s2 * sh, s3 * sw),
+                (self.c, self.kh, self.kw, m, self.ho, self.wo),
+                (s1, s2 * dh, s3 * dw, s0, s2 * sh, s3 * sw),
                 writeable=False,
             )
-            self.buf[:m].reshape(m, c, self.kh, self.kw, self.ho, self.wo)[...] = view
-        return self.buf[:m].reshape(m, self.rows, self.npos)
+            block.reshape(self.c, self.kh, self.kw, m, self.ho, self.wo)[...] = view
+        return block.reshape(self.rows, m * self.npos)
 
 
 def xcorr_forward(
@@ -98,15 +102,12 @@ def xcorr_forward(
     K2 = np.ascontiguousarray(Kx.reshape(o, c * kh * kw), dtype=dtype)
     im = _Im2col(xp.shape, (kh, kw), stride, dilation, (ho, wo), dtype)
     u = np.empty((n, o, ho, wo), dtype=dtype)
-    tmp = np.empty((im.chunk, o, im.npos), dtype=dtype) if im.flat else None
+    res = np.empty(o * im.chunk * im.npos, dtype=dtype)
     for n0 in range(0, n, im.chunk):
         n1 = min(n0 + im.chunk, n)
-        cols = im.cols(xp, n0, n1)
-        if tmp is None:
-            np.matmul(K2, cols, out=u[n0:n1].reshape(n1 - n0, o, ho * wo))
-        else:
-            t = np.matmul(K2, cols, out=tmp[: n1 - n0])
-            u[n0:n1] = t.reshape(n1 - n0, o, ho, im.wc)[..., :wo]
+        m = n1 - n0
+        t = np.matmul(K2, im.cols(xp, n0, n1), out=res[: o * m * im.npos].reshape(o, -1))
+        u[n0:n1] = t.reshape(o, m, ho, im.wc)[..., :wo].transpose(1, 0, 2, 3)
     return u
 
 
@@ -126,20 +127,15 @@ def xcorr_grad_kernel(
     im = _Im2col(xp.shape, kernel_hw, stride, dilation, (ho, wo), dtype)
     dK2 = np.zeros((o, im.rows), dtype=dtype)
     part = np.empty((o, im.rows), dtype=dtype)
-    if im.flat:  # dy on the same (ho, Wp) grid as the columns, zero on the garbage columns
-        dyc = np.zeros((im.chunk, o, ho, im.wc), dtype=dtype)
+    # dy laid out like the columns: (o, m, ho, Wc), zero on the garbage columns
+    dyc = np.zeros(o * im.chunk * im.npos, dtype=dtype)
     for n0 in range(0, n, im.chunk):
         n1 = min(n0 + im.chunk, n)
         m = n1 - n0
-        cols = im.cols(xp, n0, n1)
-        if im.flat:
-            dyc[:m, :, :, :wo] = dy[n0:n1]
-            d2 = dyc[:m].reshape(m, o, im.npos)
-        else:
-            d2 = np.ascontiguousarray(dy[n0:n1], dtype=dtype).reshape(m, o, im.npos)
-        for k in range(m):
-            np.matmul(d2[k], cols[k].T, out=part)
-            dK2 += part
+        d = dyc[: o * m * im.npos].reshape(o, m, ho, im.wc)
+        d[..., :wo] = dy[n0:n1].transpose(1, 0, 2, 3)
+        np.matmul(d.reshape(o, -1), im.cols(xp, n0, n1).T, out=part)
+        dK2 += part
     return dK2.reshape(o, c, kh, kw)
 
 
@@ -171,16 +167,19 @@ def xcorr_grad_input(
     K2t = np.ascontiguousarray(Kx.reshape(o, c * kh * kw).T, dtype=dtype)
     dxp = np.zeros((n, c, hp, wp), dtype=dtype)
     chunk = _chunk(n, c * kh * kw * ho * wo * np.dtype(dtype).itemsize)
-    dcols = np.empty((chunk, c * kh * kw, ho * wo), dtype=dtype)
+    dyc = np.empty(o * chunk * ho * wo, dtype=dtype)
     for n0 in range(0, n, chunk):
         n1 = min(n0 + chunk, n)
         m = n1 - n0
-        d2 = np.ascontiguousarray(dy[n0:n1], dtype=dtype).reshape(m, o, ho * wo)
-        dc = np.matmul(K2t, d2, out=dcols[:m]).reshape(m, c, kh, kw, ho, wo)
+        d = dyc[: o * m * ho * wo].reshape(o, m, ho, wo)
+        d[...] = dy[n0:n1].transpose(1, 0, 2, 3)
+        dc = np.matmul(K2t, d.reshape(o, -1)).reshape(c, kh, kw, m, ho, wo)
         for p in range(kh):
             for q in range(kw):
                 r0, c0 = p * dh, q * dw
-                dxp[
-                    n0:n1, :, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw
-                ] += dc[:, :, p, q]
+                window = (
+                    slice(r0, r0 + sh * (ho - 1) + 1, sh),
+                    slice(c0, c0 + sw * (wo - 1) + 1, sw),
+                )
+                dxp[n0:n1, :, window[0], window[1]] += dc[:, p, q].transpose(1, 0, 2, 3)
     return dxp
