@@ -330,3 +330,23 @@ def test_non_finite_check_is_exact_on_large_arrays() -> None:
     big[12345] = np.inf
     with pytest.raises(ValueError, match=r"x contains 1 non-finite value.*\(12345,\)"):
         check_array(big, "x")
+
+
+@pytest.mark.parametrize("samples_per_chunk", [1, 2])
+@pytest.mark.parametrize("g", [G_STRIDED._replace(n=3), G_PAD_DIL._replace(n=3)])
+def test_fast_path_is_exact_across_batch_chunks(monkeypatch, samples_per_chunk, g) -> None:
+    # the fast path packs samples side by side in chunks; small tests fit in one chunk, so
+    # force several chunks with a ragged last one (3 samples, chunks of 1 or 2)
+    from cnn_ref.functional import _conv_fast
+
+    x, K, b, dy = g.arrays()
+    monkeypatch.setattr(_conv_fast, "_chunk", lambda n, nbytes: min(n, samples_per_chunk))
+    for convention in ("conv", "xcorr"):
+        kw = {**g.kwargs, "convention": convention}
+        _close(conv2d_forward(x, K, b, **kw), conv2d_forward(x, K, b, impl="literal", **kw))
+        for fast, lit in zip(
+            conv2d_backward(dy, x, K, **kw),
+            conv2d_backward(dy, x, K, impl="literal", **kw),
+            strict=True,
+        ):
+            _close(fast, lit)
