@@ -48,6 +48,7 @@ class ConvRow:
     convention: str
     median: float
     gflops: float
+    gflops_best: float | None
     pct_peak: float | None
     x_torch: float | None
 
@@ -145,6 +146,7 @@ def conv_rows(benches: Sequence[dict[str, Any]]) -> list[ConvRow]:
                 convention=e.get("convention", ""),
                 median=float(b["stats"]["median"]),
                 gflops=g,
+                gflops_best=e.get("gflops_best"),
                 pct_peak=100.0 * g / peak if peak else None,
                 x_torch=g / t if t else None,
             )
@@ -381,7 +383,9 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
         lines += [
             "## Convolution throughput",
             "",
-            "`x PyTorch` = this row's GFLOP/s / PyTorch's for the same shape, dtype and op.",
+            "`x PyTorch` = this row's GFLOP/s / PyTorch's for the same shape, dtype and op. "
+            "The last column is from the fastest round: where it is far above the median, "
+            "the machine was busy during that benchmark.",
             "",
             *_table(
                 [
@@ -394,6 +398,7 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
                     "GFLOP/s",
                     "% of GEMM peak",
                     "x PyTorch",
+                    "best-round GFLOP/s",
                 ],
                 [
                     [
@@ -406,6 +411,7 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
                         f"{r.gflops:.2f}",
                         _num(r.pct_peak, ".1f", " %"),
                         _num(r.x_torch, ".2f"),
+                        _num(r.gflops_best, ".2f"),
                     ]
                     for r in rows
                 ],
