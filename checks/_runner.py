@@ -534,17 +534,29 @@ def _directional(
     tau = ctx.rule.h_central * scale / vmax
     ys = []
     rs = []
+    arrs = []
     for s in finite_diff.REAL_STENCIL:
         arr = (t64 + s * tau * v).astype(t.dtype)
-        step = arr.astype(np.float64) - t64
-        y = tgt.eval_replace(name, arr, what)
-        _check_out_shape(ctx, y, ctx.y_shape, what)
-        ys.append(y.reshape(1, -1))
-        rs.append(float(np.vdot(g, step)))
+        rs.append(float(np.vdot(g, arr.astype(np.float64) - t64)))
+        arrs.append(arr)
+    if name in ctx.packed:  # the four points as four stacked batches: one call
+        ba = ctx.batch_axis
+        ybig = tgt.eval_packed(name, np.concatenate(arrs, axis=ba), len(arrs), what)
+        yb_shape = list(ctx.y_shape)
+        yb_shape[ba] *= len(arrs)
+        _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+        ys = [np.moveaxis(part, ba, 0).reshape(1, -1) for part in np.split(ybig, len(arrs), ba)]
+        y0 = np.moveaxis(ctx.y0, ba, 0).reshape(1, -1)
+        dy0 = np.moveaxis(ctx.dy64, ba, 0).reshape(1, -1)
+    else:
+        for arr in arrs:
+            y = tgt.eval_replace(name, arr, what)
+            _check_out_shape(ctx, y, ctx.y_shape, what)
+            ys.append(y.reshape(1, -1))
+        y0 = ctx.y0.reshape(1, -1)
+        dy0 = ctx.dy64.reshape(1, -1)
     yst = np.stack(ys)[None]  # (1, 4, 1, R)
-    r, mags, noise = _reduce(
-        yst, ctx.y0.reshape(1, -1), ctx.dy64.reshape(1, -1), ctx.ybar, ctx.rule.eps, "real"
-    )
+    r, mags, noise = _reduce(yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real")
     resid = r[:, 0, 0] - np.array(rs)
     taken = np.array(finite_diff.REAL_STENCIL) * tau
     fd = finite_diff.combine_real(resid, taken, mags[:, 0, 0], noise[:, 0, 0], method="richardson")
