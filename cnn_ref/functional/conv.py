@@ -290,14 +290,14 @@ def _backward_literal(
         db[i] = delta[:, i].sum()  # eq. (12), summed over the batch
         for j in range(c):
             if convention == "conv":
-                # eq. (14): dK_ij = rot180(conv2(A_j, rot180(delta_i), 'valid')), batch summed
-                dKd[i, j] = rot180(conv2(A[:, j], rot180(delta[:, i]), "valid")).sum(axis=0)
+                # seed (13) pairs delta_st with the patch P_st; for true convolution it is rot180'd.
+                dKd[i, j] = rot180(conv2(A[:, j], rot180(delta[:, i]), "valid")).sum(0)  # eq. (14)
                 # seed (18) sums over j with K_ij; correct: sum over i, rot180(K_ij), "full".
                 dA[:, j] += conv2(delta[:, i], rot180(Kd[i, j]), "full")  # eq. (18)
             else:
-                # eq. (14) for cross-correlation: no outer rot180, dK_ij = xcorr2(A_j, delta_i).
-                dKd[i, j] = xcorr2(A[:, j], delta[:, i], "valid").sum(axis=0)
-                # eq. (18) as the seed writes it (conv2 of delta with un-rotated K_ij), 'full'.
+                # seed (14) holds for true convolution only; for xcorr the outer rot180 goes.
+                dKd[i, j] = xcorr2(A[:, j], delta[:, i], "valid").sum(0)  # eq. (13)/(14)
+                # seed (18) sums over j; correct: sum over i of conv2(delta_i, K_ij, "full").
                 dA[:, j] += conv2(delta[:, i], Kd[i, j], "full")  # eq. (18)
     dK = dKd[:, :, ::dh, ::dw]  # only the taps of the dilated kernel are parameters
     dx = dA[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]  # padding is not an input
