@@ -90,6 +90,8 @@ class _LayerTarget(_Target):
     def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
         self.n_evals += 1
         y = contract.call_layer(self.layer.forward, f"{self.layer_name}.forward {what}", x)
+        if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
+            y = np.asarray(y)  # a scalar output (a loss) is a 0-d array
         if not isinstance(y, np.ndarray):
             raise LayerContractError(
                 f"{self.layer_name}.forward {what} returned {type(y).__name__}, not an ndarray"
@@ -178,6 +180,8 @@ class _VjpTarget(_Target):
     def _call(self, args: list[np.ndarray], what: str) -> np.ndarray:
         self.n_evals += 1
         y = contract.call_layer(self.f, f"{self.layer_name} {what}", *args)
+        if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
+            y = np.asarray(y)  # a scalar output (a loss) is a 0-d array
         if not isinstance(y, np.ndarray):
             raise LayerContractError(
                 f"{self.layer_name} {what} returned {type(y).__name__}, not an ndarray"
@@ -767,7 +771,7 @@ def _run(
         where = contract.format_indices("y", idx, int((~np.isfinite(y)).sum()))
         raise fail(LayerContractError, f"forward output has NaN/Inf at {where}")
     if dy is None:
-        dy = rng.standard_normal(y.shape).astype(y.dtype)
+        dy = np.asarray(rng.standard_normal(y.shape), dtype=y.dtype)
     else:
         if not isinstance(dy, np.ndarray) or dy.dtype.kind != "f":
             raise TypeError(

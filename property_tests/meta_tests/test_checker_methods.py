@@ -133,3 +133,17 @@ def test_check_vjp_on_plain_functions():
     assert [t.name for t in rep.tensors] == ["inputs[0]", "inputs[1]"]
     with pytest.raises(GradientMismatchError):
         check_vjp(lambda a: a**3, lambda dy, a: (dy * 3 * a**2 * (1 + 1e-6),), x)
+
+
+def test_check_vjp_scalar_output_and_integer_inputs():
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    rep = check_vjp(lambda a: np.sum(a**2), lambda dy, a: (2 * dy * a,), x)
+    assert rep.ok
+    idx = np.array([0, 2, 2, 4])
+    rep = check_vjp(
+        lambda a, i: a[i] * 2.0,
+        lambda dy, a, i: (np.bincount(i, weights=2 * dy, minlength=a.size), None),
+        np.linspace(0, 1, 5),
+        idx,
+    )
+    assert [t.name for t in rep.tensors] == ["inputs[0]"]  # the integer index is not checked
