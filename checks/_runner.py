@@ -468,8 +468,9 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
     left = np.zeros(t_all.size, dtype=bool)
     left[cols] = True
     idxs = np.argwhere(left.reshape(t_all.shape))
-    for start in range(0, len(idxs), _ELEMENT_GROUP):
-        group = [tuple(int(i) for i in row) for row in idxs[start : start + _ELEMENT_GROUP]]
+    per_group = max(1, min(_ELEMENT_GROUP, _CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
+    for start in range(0, len(idxs), per_group):
+        group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
         t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
         if kind == "complex":
             h = finite_diff.step_sizes(t, ctx.rule.h_complex)
@@ -494,7 +495,7 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
             r, mag, noise = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
                                           method=kind)  # fmt: skip
-        rows = tuple(idxs[start : start + _ELEMENT_GROUP].T)
+        rows = tuple(idxs[start : start + per_group].T)
         for f in fields:
             v = getattr(fd, f)
             if v is not None:
