@@ -270,14 +270,16 @@ def _reduce(
     """Reduce outputs ``y`` (P, K, M, R) of perturbed evaluations to the numbers FD needs.
 
     Returns ``(r (K, P, M), magnitude (2, P, M), noise (2, P, M))`` for real stencils and
-    ``(im (P, M), abs (P, M))`` for the complex step.
+    ``(im (P, M), abs (P, M), |Re y| (P, M))`` for the complex step.
     """
     ady = np.abs(dy64)
     if kind == "complex":
         im = y[:, 0].imag.astype(np.float64, copy=False)
+        re = np.where(im != 0, np.abs(y[:, 0].real), 0.0)
         return (
             np.einsum("pmr,mr->pm", im, dy64),
             np.einsum("pmr,mr->pm", np.abs(im), ady),
+            np.einsum("pmr,mr->pm", re, ady),
         )
     y = y.astype(np.float64, copy=False)
     r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
@@ -420,8 +422,10 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
         _check_out_shape(ctx, ybig, tuple(yb_shape), what)
         y = batching.unpack_outputs(ybig, copies, ba)
         if kind == "complex":
-            im, ab = _reduce(y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind)
-            fd = finite_diff.combine_complex(im.T, ab.T, h, ctx.rule.eps)
+            im, ab, ore = _reduce(
+                y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind
+            )
+            fd = finite_diff.combine_complex(im.T, ab.T, h, ctx.rule.eps, ore.T, t)
         else:
             base = y[0].astype(np.float64)
             r, mag, noise = _reduce(
@@ -489,8 +493,8 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
                 _check_out_shape(ctx, y, ctx.y_shape, what)
                 ys[j, q, 0] = y.reshape(-1)
         if kind == "complex":
-            im, ab = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
-            fd = finite_diff.combine_complex(im[:, 0], ab[:, 0], h, ctx.rule.eps)
+            im, ab, ore = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
+            fd = finite_diff.combine_complex(im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t)
         else:
             r, mag, noise = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
@@ -505,8 +509,34 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
 
 def _fd(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     if name in ctx.packed:
-        return _fd_packed(ctx, name, mask, kind)
-    return _fd_elements(ctx, name, mask, kind)
+        out = _fd_packed(ctx, name, mask, kind)
+    else:
+        out = _fd_elements(ctx, name, mask, kind)
+    if kind != "complex":
+        _unresolved(ctx, name, out)
+    return out
+
+
+def _unresolved(ctx: _Ctx, name: str, out: dict[str, np.ndarray]) -> None:
+    """Where no output moved at all, the derivative is only known to be below the outputs'
+    quantum: set the error estimate to ``eps * sum_j |dy_j y_j| / h`` over every output the
+    element could reach (its sample when packed, else all), since the footprint is unseen."""
+    still = (out["magnitude"] == 0) & (out["value"] == 0)
+    if not still.any():
+        return
+    t = ctx.target.value(name)
+    h = finite_diff.step_sizes(t, ctx.rule.h_central)
+    w = np.abs(ctx.dy64 * ctx.y0)
+    if name in ctx.packed:
+        ba = ctx.batch_axis
+        per_sample = np.moveaxis(w, ba, 0).reshape(w.shape[ba], -1).sum(axis=1)
+        shape = [1] * t.ndim
+        shape[ba] = -1
+        q = per_sample.reshape(shape)
+    else:
+        q = np.array(w.sum())
+    bound = ctx.rule.eps * q / h
+    out["error"] = np.where(still, np.maximum(out["error"], bound), out["error"])
 
 
 def _directional(
@@ -535,7 +565,8 @@ def _directional(
         im = y.imag.astype(np.float64)
         num = float(np.vdot(ctx.dy64, im)) / tau
         mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
-        return av, num, ctx.rule.eps * mag, mag
+        out = float(np.vdot(np.abs(ctx.dy64), np.where(im != 0, np.abs(y.real), 0.0)))
+        return av, num, ctx.rule.eps * (mag + out * vmax / scale), mag
     tau = ctx.rule.h_central * scale / vmax
     ys = []
     rs = []

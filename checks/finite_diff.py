@@ -13,7 +13,8 @@ With steps ``h`` and ``2h``,
 * one-sided: ``right = (phi(t+h) - phi(t)) / h``, ``left = (phi(t) - phi(t-h)) / h``; at a
   kink they tend to the two one-sided derivatives, elsewhere they differ by ``~h phi''``;
 * Richardson: ``R = (4 D(h) - D(2h)) / 3 = phi'(t) + O(h^4)``; ``|D(h) - D(2h)| / 3`` estimates
-  the truncation error of ``D(h)`` and bounds that of ``R``;
+  the truncation error of ``D(h)`` and bounds that of ``R`` (the central method reports
+  ``D(h)`` with ``|D(h) - D(2h)|``, three times that, as a margin for kinks near t);
 * complex step: ``phi'(t) = Im phi(t + i h) / h + O(h^2)`` with no subtraction, so ``h`` can be
   tiny and the result is exact to rounding -- valid only when forward is complex-analytic in
   ``t`` (no casts to real, comparisons, ``abs``), which the runner checks with a probe.
@@ -147,7 +148,9 @@ def combine_real(
     trunc = np.abs(d1 - d2) / 3.0
     if method == "central":
         value = d1
-        error = trunc + noise1
+        # |D(h) - D(2h)| / 3 is D(h)'s truncation for smooth phi; take the whole difference,
+        # which also covers a kink that only one of the two stencils straddles
+        error = 3.0 * trunc + noise1
     elif method == "richardson":
         value = (4.0 * d1 - d2) / 3.0
         error = trunc + (4.0 * noise1 + noise2) / 3.0
@@ -167,7 +170,14 @@ def combine_real(
     )
 
 
-def combine_complex(im_num: np.ndarray, abs_num: np.ndarray, h: np.ndarray, eps: float) -> FDResult:
+def combine_complex(
+    im_num: np.ndarray,
+    abs_num: np.ndarray,
+    h: np.ndarray,
+    eps: float,
+    out_num: np.ndarray | None = None,
+    t: np.ndarray | None = None,
+) -> FDResult:
     """Complex-step derivative ``Im phi(t + i h) / h``.
 
     Parameters
@@ -180,13 +190,23 @@ def combine_complex(im_num: np.ndarray, abs_num: np.ndarray, h: np.ndarray, eps:
         The imaginary steps.
     eps : float
         Machine epsilon of the evaluation.
+    out_num : ndarray, optional
+        ``sum_j |dy_j| |Re y_j|`` over the outputs that depend on the element.
+    t : ndarray, optional
+        The elements' values (with ``out_num``).
 
     Notes
     -----
-    No difference is taken, so the only error is the rounding of the terms
+    No difference is taken, so the only error of the value is the rounding of its terms
     (``~eps * magnitude``); the truncation ``h^2 |phi'''| / 6`` is negligible at the table's
-    tiny steps.
+    tiny steps. The complex step resolves derivatives far below the precision of the forward
+    values a backward pass reuses (``1 - sigmoid(u)`` from a rounded ``sigmoid(u)``), so the
+    estimate also carries the forward's own resolution, ``eps * out_num / max(|t|, 1)``: the
+    change of ``phi`` that the rounding of its outputs amounts to, per unit of ``t``.
     """
     value = im_num / h
     magnitude = abs_num / h
-    return FDResult(value=value, error=eps * magnitude, magnitude=magnitude)
+    error = eps * magnitude
+    if out_num is not None and t is not None:
+        error = error + eps * out_num / np.maximum(np.abs(t.astype(np.float64)), 1.0)
+    return FDResult(value=value, error=error, magnitude=magnitude)

@@ -232,7 +232,12 @@ def evaluate_groups(
             if kind == "complex":
                 im_num = _scatter_sum(dy * im, src, g)
                 abs_num = _scatter_sum(ady * np.abs(im), src, g)
-                fd = finite_diff.combine_complex(im_num, abs_num, info["hc"], rule.eps)
+                assert ys_cplx is not None
+                re = np.where(im != 0, np.abs(ys_cplx[gi].real), 0.0)
+                out_num = _scatter_sum(ady * re, src, g)
+                fd = finite_diff.combine_complex(
+                    im_num, abs_num, info["hc"], rule.eps, out_num, t[:, pos]
+                )
             else:
                 r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
                 mags, noises = [], []

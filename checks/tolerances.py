@@ -149,8 +149,9 @@ def tolerance(
         tol_i = safety * error_estimate_i + analytic_rounding * eps * (magnitude_i + floor)
                 + analytic_relative * |numerical_i|
 
-    where ``floor = 0.1 * max_i magnitude_i`` keeps elements whose terms cancel (or that are
-    zero on both sides) from demanding bit-exact agreement. The floor depends on the size of
+    where ``floor = max_i magnitude_i`` keeps elements whose terms cancel (or that are zero
+    on both sides, or far smaller than the tensor's largest) from demanding agreement beyond
+    the rounding of the tensor's largest terms. The floor depends on the size of
     the tensor's largest gradient terms, never on the number of its elements.
     """
     if rtol is not None or atol is not None:
@@ -160,7 +161,7 @@ def tolerance(
             raise ValueError(f"rtol and atol must be finite and >= 0, got rtol={rtol}, atol={atol}")
         return a + r * np.abs(numerical), f"explicit: atol={a:g} + rtol={r:g} * |numerical|"
     finite_mag = magnitude[np.isfinite(magnitude)]
-    floor = 0.1 * float(finite_mag.max()) if finite_mag.size else 0.0
+    floor = float(finite_mag.max()) if finite_mag.size else 0.0
     tol = (
         rule.safety * error_estimate
         + rule.analytic_rounding * rule.eps * (magnitude + floor)

@@ -27,8 +27,9 @@ def test_richardson_is_more_accurate_than_central_and_its_estimate_bounds_the_er
     err_c = abs(cen.value[0] - df(t))
     err_r = abs(ric.value[0] - df(t))
     assert err_r < err_c / 100
-    assert err_c <= 2 * cen.error[0]  # the estimate is of the right size...
-    assert err_c >= cen.error[0] / 2  # ...not a vacuous bound
+    # central reports |D(h) - D(2h)| = 3x its smooth truncation (a margin for kinks):
+    assert err_c <= cen.error[0]  # the estimate bounds the error...
+    assert err_c >= cen.error[0] / 6  # ...and is not vacuous
     assert err_r <= ric.error[0]
 
 
