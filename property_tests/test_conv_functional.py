@@ -350,3 +350,26 @@ def test_fast_path_is_exact_across_batch_chunks(monkeypatch, samples_per_chunk, 
             strict=True,
         ):
             _close(fast, lit)
+
+
+@pytest.mark.parametrize(
+    ("g", "uses_col2im"),
+    [
+        (Geometry(2, 2, 4, 32, 31, 3, 3, (1, 1), (1, 1), (1, 2), 7), True),  # C_in <= C_out / 2
+        (Geometry(2, 4, 2, 32, 31, 3, 3, (1, 1), (1, 1), (1, 2), 8), False),  # 'full' corr. of dy
+        (G_STRIDED, True),
+    ],
+)
+def test_both_input_gradient_algorithms_agree_with_literal(monkeypatch, g, uses_col2im) -> None:
+    # the fast dx picks col2im or a 'full' correlation of dy by shape; check each branch is hit
+    from cnn_ref.functional import _conv_fast
+
+    calls = []
+    real = _conv_fast._col2im
+    monkeypatch.setattr(_conv_fast, "_col2im", lambda *a: calls.append(1) or real(*a))
+    x, K, _b, dy = g.arrays()
+    for convention in ("conv", "xcorr"):
+        kw = {**g.kwargs, "convention": convention}
+        dx = conv2d_backward(dy, x, K, **kw)[0]
+        _close(dx, conv2d_backward(dy, x, K, impl="literal", **kw)[0])
+    assert bool(calls) == uses_col2im

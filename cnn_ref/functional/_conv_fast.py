@@ -161,7 +161,10 @@ def xcorr_grad_input(
     _, c, kh, kw = Kx.shape
     hp, wp = padded_hw
     (sh, sw), (dh, dw) = stride, dilation
-    if (sh, sw) == (1, 1):
+    # Measured: the col2im scatter wins 2-4x when C_in is small next to C_out (shape A, 3 -> 16:
+    # the dy columns would be O*kh*kw rows deep for a GEMM with only C_in outputs); the 'full'
+    # correlation of dy wins by 10-40 % at C_in >= C_out (shapes B, C) and on tiny maps.
+    if (sh, sw) == (1, 1) and not (2 * c <= o and n * c * hp * wp >= 4096):
         # stride 1: a 'full' correlation of dy with the flipped, channel-transposed kernel,
         # i.e. the forward kernel on dy padded by the dilated kernel size minus one.
         eh, ew = (kh - 1) * dh, (kw - 1) * dw
@@ -169,7 +172,22 @@ def xcorr_grad_input(
         dyp[:, :, eh : eh + ho, ew : ew + wo] = dy
         Kt = Kx[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         return xcorr_forward(dyp, Kt, (1, 1), dilation, dtype)
-    # strided: col2im, dcols = K^T dy per chunk, scattered back window by window
+    return _col2im(dy, Kx, padded_hw, stride, dilation, dtype)
+
+
+def _col2im(
+    dy: np.ndarray,
+    Kx: np.ndarray,
+    padded_hw: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    dtype: np.dtype,
+) -> np.ndarray:
+    """``dxp`` as a col2im scatter of ``dcols = K^T dy``, chunk by chunk, window by window."""
+    n, o, ho, wo = dy.shape
+    _, c, kh, kw = Kx.shape
+    hp, wp = padded_hw
+    (sh, sw), (dh, dw) = stride, dilation
     K2t = np.ascontiguousarray(Kx.reshape(o, c * kh * kw).T, dtype=dtype)
     dxp = np.zeros((n, c, hp, wp), dtype=dtype)
     chunk = _chunk(n, c * kh * kw * ho * wo * np.dtype(dtype).itemsize)
