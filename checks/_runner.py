@@ -306,6 +306,8 @@ def _complex_value(t: np.ndarray, h: np.ndarray, rule: tolerances.DtypeRule) -> 
 
 
 _MIN_GROUPED = 8
+# per-call overhead of a small forward, in input elements pushed through it (~30 us)
+_CALL_OVERHEAD = 1000.0
 
 
 def _grouped(
@@ -319,18 +321,26 @@ def _grouped(
     dym: np.ndarray,
     out: dict[str, np.ndarray],
     how: str,
+    copy_cost: float,
 ) -> np.ndarray:
     """Evaluate ``cols`` in groups with disjoint footprints where a trial allows; fill ``out``
-    (views of shape (M, S)) and return the positions left for one-by-one evaluation."""
+    (views of shape (M, S)) and return the positions left for one-by-one evaluation.
+    ``copy_cost``: input elements one copy pushes through forward (plus call overhead)."""
     if cols.size < _MIN_GROUPED:
         return cols
     key = ctx.groupings.get(f"{name}/{kind}")
     if key is None:
         key = ""
         if how == "lattice" and len(shape) >= 1:
-            p = grouping.try_periods(run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind)
+            p = grouping.try_periods(
+                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost
+            )
             key = f"lattice period {p}" if p else ""
-        elif how == "axis0" and len(shape) >= 1 and grouping.worth_grouping(shape[0], kind):
+        elif (
+            how == "axis0"
+            and len(shape) >= 1
+            and grouping.worth_grouping(shape[0], kind, copy_cost)
+        ):
             trial = grouping.axis0_groups(shape)[0]
             overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule)
             key = "" if overlap else "grouped along axis 0"
@@ -400,7 +410,7 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
             bases[c0 : c0 + len(chunk)] = y[0].real
         return bases, ys
 
-    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice")
+    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice", xf.size)
     for start in range(0, cols.size, per_pos):
         pos = cols[start : start + per_pos]
         p = pos.size
@@ -467,8 +477,9 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
 
     flat_out = {f: v.reshape(1, -1) for f, v in out.items()}
     cols = np.flatnonzero(mask.reshape(-1))
+    call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
     cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
-                    flat_out, "axis0")  # fmt: skip
+                    flat_out, "axis0", call_cost)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)
     left[cols] = True
     idxs = np.argwhere(left.reshape(t_all.shape))

@@ -52,22 +52,30 @@ unperturbed output evaluated in the same call as that spec."""
 _FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
            "onesided_noise", "central", "central2")  # fmt: skip
 _ULPS = 4.0
+#: Python cost of decoding one group, in input elements pushed through forward (~0.2 ms)
+GROUP_OVERHEAD = 6000.0
+#: cost of a complex copy relative to a real one
+COMPLEX_WEIGHT = 2.0
 
 
-def worth_grouping(g: int, kind: str, complex_weight: float = 2.0) -> bool:
+def worth_grouping(g: int, kind: str, copy_cost: float) -> bool:
     """Whether evaluating ``g`` elements as one group costs less than one by one.
 
-    A group needs ``ceil(log2 g)`` real code probes plus its stencil (for the complex step one
-    real +h probe and one complex copy, a complex copy costing ``complex_weight`` real ones:
-    measured ~1.75 for a small cnn_ref conv call and ~2 in large packed copies);
-    one by one costs ``g`` times the stencil.
+    Costs are in input elements pushed through forward (plus a fixed per-call overhead the
+    caller folds into ``copy_cost``). A group needs ``ceil(log2 g)`` real code probes plus its
+    stencil (for the complex step one real +h probe and one complex copy, a complex copy
+    costing ``COMPLEX_WEIGHT`` real ones, ~1.75 measured on a small cnn_ref conv) and its
+    decoding in Python (``GROUP_OVERHEAD`` elements' worth); one by one costs ``g`` times the
+    stencil. Sizes only, never timings, so the choice (and every number) is reproducible.
     """
     if g < 2:
         return False
     bits = math.ceil(math.log2(g))
     if kind == "complex":
-        return bits + 1 + complex_weight < complex_weight * g
-    return bits + len(finite_diff.REAL_STENCIL) < len(finite_diff.REAL_STENCIL) * g
+        grouped = (bits + 1 + COMPLEX_WEIGHT) * copy_cost + GROUP_OVERHEAD
+        return grouped < COMPLEX_WEIGHT * g * copy_cost
+    n_st = len(finite_diff.REAL_STENCIL)
+    return (bits + n_st) * copy_cost + GROUP_OVERHEAD < n_st * g * copy_cost
 
 
 def lattice_groups(sample_shape: tuple[int, ...], period: int) -> list[np.ndarray]:
@@ -278,6 +286,7 @@ def try_periods(
     rule,
     max_period: int,
     kind: str = "richardson",
+    copy_cost: float = 0.0,
 ) -> int | None:
     """The smallest lattice period whose trial group shows disjoint footprints, if any (and
     only periods whose groups are large enough to be worth it)."""
@@ -287,7 +296,7 @@ def try_periods(
             break
         groups = lattice_groups(sample_shape, p)
         trial = max(groups, key=len)
-        if not worth_grouping(trial.size, kind):
+        if not worth_grouping(trial.size, kind, copy_cost):
             break
         if not trial_overlaps(run, t, trial, rule):
             return p
