@@ -8,7 +8,9 @@ column-compression idea of Curtis, Powell and Reid (1974) for sparse Jacobians.
 
 Nothing about the layer is assumed. Each group's sources are *measured* with ``B =
 ceil(log2 g)`` code probes: probe ``b`` perturbs the members whose index in the group has bit
-``b`` set, so every output that moves reads off the index of the member that moved it. An
+``b`` set, so every output that moves reads off the index of the member that moved it; ``B``
+complement probes (bit ``b`` clear) verify the reading, since a single-source output answers
+exactly one of each pair (tied maxima, ``max(p + h, q) == max(p, q + h)``, answer both). An
 output that responds to a subset of the group differently from the whole group, responds to
 a code probe but not to the whole group, or moves under another stencil point without a
 source, proves the footprints overlap; that group then falls back to one perturbation per
@@ -70,7 +72,7 @@ def worth_grouping(g: int, kind: str, copy_cost: float) -> bool:
     """
     if g < 2:
         return False
-    bits = math.ceil(math.log2(g))
+    bits = 2 * math.ceil(math.log2(g))  # code probes and their complements
     if kind == "complex":
         grouped = (bits + 1 + COMPLEX_WEIGHT) * copy_cost + GROUP_OVERHEAD
         return grouped < COMPLEX_WEIGHT * g * copy_cost
@@ -120,6 +122,12 @@ def _specs_for(
     for b in range(n_bits):
         sel = ((codes >> b) & 1).astype(bool)
         real.append((pos[sel], vals[0][:, sel]))
+    # the complements: a single-source output answers exactly one of (code b, complement b);
+    # an output moved by two members that differ in bit b answers both or neither -- which
+    # is how tied maxima (max(p + h, q) == max(p, q + h) == max(p + h, q + h)) are caught
+    for b in range(n_bits):
+        sel = ~((codes >> b) & 1).astype(bool)
+        real.append((pos[sel], vals[0][:, sel]))
     cplx: list[Spec] = []
     info = {"n_bits": n_bits, "taken": taken, "g": g}
     if kind == "complex":
@@ -143,8 +151,15 @@ def _decode(
     conflict = False
     for b in range(n_bits):
         d_b = ys[n_stencil + b] - bases[n_stencil + b]
+        d_c = ys[n_stencil + n_bits + b] - bases[n_stencil + n_bits + b]
         on = np.abs(d_b) > thr
-        if np.any(on & ~aff) or np.any(on & aff & (np.abs(d_b - d_full) > thr)):
+        on_c = np.abs(d_c) > thr
+        if (
+            np.any((on | on_c) & ~aff)
+            or np.any(aff & (on == on_c))
+            or np.any(on & aff & (np.abs(d_b - d_full) > thr))
+            or np.any(on_c & aff & (np.abs(d_c - d_full) > thr))
+        ):
             conflict = True
             break
         src |= on.astype(np.int64) << b
