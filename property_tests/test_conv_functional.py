@@ -333,7 +333,14 @@ def test_non_finite_check_is_exact_on_large_arrays() -> None:
 
 
 @pytest.mark.parametrize("samples_per_chunk", [1, 2])
-@pytest.mark.parametrize("g", [G_STRIDED._replace(n=3), G_PAD_DIL._replace(n=3)])
+@pytest.mark.parametrize(
+    "g",
+    [
+        G_STRIDED._replace(n=3),
+        G_PAD_DIL._replace(n=3),
+        Geometry(3, 2, 4, 32, 30, 2, 3, (1, 1), (0, 1), (1, 1), 4),  # col2im at stride 1
+    ],
+)
 def test_fast_path_is_exact_across_batch_chunks(monkeypatch, samples_per_chunk, g) -> None:
     # the fast path packs samples side by side in chunks; small tests fit in one chunk, so
     # force several chunks with a ragged last one (3 samples, chunks of 1 or 2)
