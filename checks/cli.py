@@ -194,9 +194,15 @@ def _build_parser() -> _Parser:
 
 
 def _console(stderr: bool = False) -> Any:
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # rich falls back to 80 columns when output is piped (CI logs, `make verify | tee`), which
+    # cuts the audit's claims to a few characters; a log has room for a wider table.
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, width=140 if piped else None)
 
 
 def _fmt(v: float | None) -> str:
