@@ -121,6 +121,7 @@ def tolerance(
     *,
     rtol: float | None = None,
     atol: float | None = None,
+    floor: float | None = None,
 ) -> tuple[np.ndarray, str]:
     """Per-element allowed ``|analytic - numerical|`` and a sentence saying how it was derived.
 
@@ -136,6 +137,9 @@ def tolerance(
     rule : DtypeRule
     rtol, atol : float, optional
         Explicit override: ``tol = atol + rtol * |numerical|`` (missing one taken as 0).
+    floor : float, optional
+        The magnitude floor (below); by default the largest finite ``magnitude`` given. Pass
+        the whole tensor's when judging a subset of its elements again.
 
     Returns
     -------
@@ -160,8 +164,9 @@ def tolerance(
         if r < 0 or a < 0 or not np.isfinite(r) or not np.isfinite(a):
             raise ValueError(f"rtol and atol must be finite and >= 0, got rtol={rtol}, atol={atol}")
         return a + r * np.abs(numerical), f"explicit: atol={a:g} + rtol={r:g} * |numerical|"
-    finite_mag = magnitude[np.isfinite(magnitude)]
-    floor = float(finite_mag.max()) if finite_mag.size else 0.0
+    if floor is None:
+        finite_mag = magnitude[np.isfinite(magnitude)]
+        floor = float(finite_mag.max()) if finite_mag.size else 0.0
     tol = (
         rule.safety * error_estimate
         + rule.analytic_rounding * rule.eps * (magnitude + floor)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+import cnn_ref
 from checks import GradientMismatchError, check_layer
 from property_tests.meta_tests._tiny_layers import Planted, conv, dense, typical_index
 
@@ -48,3 +49,57 @@ def test_float32_smooth_layer_passes_with_every_method():
     x = rng.standard_normal((5, 5)).astype(np.float32)
     for method in ("auto", "central", "richardson", "complex"):
         check_layer(dense(np.random.default_rng(4), dtype=np.float32), x, method=method)
+
+
+# A float32 ReLU conv where one kernel element moves ~70 pre-activations: with h ~ 5e-3 a ReLU
+# kink often lies within the stencil but not at t (seeds 1, 5, 7, 8, 18 were false alarms of
+# Richardson contaminated by such a kink; 38 of seeds 0-199 failed before the fix).
+def _relu_conv32(seed: int, pool: bool = False):
+    rng = np.random.default_rng(seed)
+    layer = cnn_ref.Conv2D(3, 4, 3, activation="relu", seed=seed, dtype=np.float32)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    if pool:
+        return cnn_ref.Sequential([layer, cnn_ref.MaxPool2D(2)]), x
+    return layer, x
+
+
+@example(seed=1)
+@example(seed=4)
+@example(seed=5)
+@example(seed=7)
+@example(seed=8)
+@example(seed=18)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_a_correct_float32_relu_conv_has_no_false_alarm_near_kinks(seed):
+    layer, x = _relu_conv32(seed)
+    rep = check_layer(layer, x, seed=seed)
+    assert rep.ok
+
+
+# max pooling after it adds near-ties; seed 0 also lost 0.9 % of a small dx element to the
+# grouped evaluation's unattributed outputs (now charged to the error estimate)
+@example(seed=0)
+@example(seed=14)
+@example(seed=15)
+@example(seed=16)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_a_correct_float32_relu_conv_then_max_pool_has_no_false_alarm(seed):
+    layer, x = _relu_conv32(seed, pool=True)
+    rep = check_layer(layer, x, seed=seed)
+    assert rep.ok
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_one_percent_error_near_relu_kinks_is_caught_at_its_element(seed):
+    """Re-evaluating suspect elements with smaller steps also tightens their tolerance, so a
+    1 % error in a random kernel element is caught where the kinks had inflated it. Before
+    the fix 4 of these 10 seeds were missed at the planted element (2 altogether); of seeds
+    0-39, 34 are caught now, the rest sit within ~1e-4 |t| of a kink or at a 1.1 % rounding
+    tolerance."""
+    rng = np.random.default_rng(1000 + seed)
+    inner, _ = _relu_conv32(seed)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    idx = tuple(int(i) for i in rng.integers(0, inner.params["K"].shape))
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(Planted(inner, "K", idx, 0.01), x, seed=seed)
+    assert ei.value.report.tensor("K").mismatch[idx]

@@ -58,3 +58,23 @@ def test_smooth_points_are_not_kinks():
     res = fd.combine_real(r, taken, z, z, method="central")
     kink, _ = judge_kinks(res, np.exp(t), np.full(3, 1e-9), 8.0)
     assert not kink.any()
+
+
+@pytest.mark.parametrize("where", [0.3, 0.9, 1.5, -1.5])
+def test_a_kink_near_t_is_recognised_and_only_a_slope_around_it_accepted(where):
+    """phi(t + u) = s u + J max(u - delta, 0) with the kink at delta = where * h (a ReLU
+    pre-activation that crosses 0 inside the stencil but not at t). The derivative at t is s
+    (s + J when the kink is left of t); a value beyond every one-sided slope is not accepted."""
+    t = np.array([0.7])
+    h = fd.step_sizes(t, 6e-6)
+    _, taken = fd.perturbed_values(t, h, fd.REAL_STENCIL)
+    s, jump, delta = 2.0, 3.0, where * h
+    u = taken
+    r = s * u + jump * (np.maximum(u - delta, 0.0) - max(-delta, 0.0))
+    noise = np.full((2, 1), 1e-16)
+    res = fd.combine_real(r, taken, np.full((2, 1), 1.0), noise, method="richardson")
+    slope_at_t = s + (jump if delta[0] < 0 else 0.0)
+    kink, acc = judge_kinks(res, np.array([slope_at_t]), np.full(1, 1e-9), 8.0)
+    assert kink.all() and acc.all()
+    _, acc_far = judge_kinks(res, np.array([s - jump]), np.full(1, 1e-9), 8.0)
+    assert not acc_far.any()
