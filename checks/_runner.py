@@ -34,6 +34,8 @@ _ELEMENT_GROUP = 64
 # real-method elements re-evaluated with steps h / s (see _refine), and at most this many
 _REFINE_SCALES = (4.0, 16.0, 64.0)
 _REFINE_MAX = 512
+# the rounding estimate is a bound (a sum of |terms|); taken as at most this pessimistic
+_NOISE_BOUND_RATIO = 16.0
 
 
 def _fmt_index(name: str, idx: tuple[int, ...]) -> str:
@@ -686,15 +688,27 @@ def _refine(
     elements that failed and those whose error estimate is dominated by truncation
     (``error > 4 x`` the rounding of a one-sided slope). They are evaluated again at
     ``h / 4``, ``h / 16`` and ``h / 64``; a piecewise-smooth ``phi`` is smooth on a stencil
-    unless a kink sits within it. A step's stencil counts as smooth when the kink test
-    (:func:`checks.kinks.judge_kinks`, at or near ``t``) is silent and ``|D(h) - D(2h)|`` is
-    within ``safety`` roundings of a one-sided slope; then Richardson's value and error
-    estimate hold. From the smallest step up, a smooth step is used when it agrees with the
-    finer smooth ones (within both tolerances); the coarsest such step wins (least rounding).
-    Where no step is smooth the smallest step's value stands, and the element is accepted as
-    a kink if the analytic value lies between the one-sided slopes of the smallest step whose
-    kink test marks it (the most local slopes above rounding). An element smooth on some
-    stencil is not a kink at ``t``, whatever the coarser stencils show.
+    unless a kink sits within it.
+
+    A step's stencil counts as smooth when (i) the kink test (:func:`checks.kinks.judge_kinks`,
+    at or near ``t``) is silent on it and on every finer stencil (a kink inside a finer
+    stencil is inside this one), (ii) ``|D(h) - D(2h)|`` is within ``safety`` roundings of a
+    one-sided slope, and (iii) ``right - left`` is 4x the next finer step's, as ``h phi''``
+    is (several kinks can mimic a curvature on one stencil, not on two). For these tests the
+    rounding of a one-sided slope is the estimate (a sum of ``|terms|``, a bound that can be
+    ~20x pessimistic for a 784-term conv sum) capped by what the slopes show: twice the
+    closer agreement of ``left`` with ``left2`` or ``right`` with ``right2``, and the smallest
+    step's spread scaled by the step ratio; never below 1/16 of the estimate. A smaller
+    noise marks more stencils non-smooth, which is the safe direction: the value then comes
+    from a finer step with its own (larger) error estimate.
+
+    From the smallest step up, a smooth step is used when it agrees with the finer smooth
+    ones (within both tolerances); the coarsest such step wins (least rounding). Where no
+    step is smooth the smallest step's value stands, and the element is accepted as a kink
+    when some step's kink test marked it and the analytic value lies within the hull of the
+    mean slopes of ``phi`` over sub-intervals of ``[t - 2h, t + 2h]`` (one-sided slopes and
+    outer rings, of every step) widened by the tolerance: each is a mean of ``phi'`` there,
+    so the hull lies in the Clarke subdifferential of the neighbourhood.
     """
     with np.errstate(invalid="ignore"):
         cand = sel & np.isfinite(fd["value"]) & (bad | (fd["error"] > 4.0 * fd["onesided_noise"]))
@@ -735,10 +749,31 @@ def _refine(
     kink_seen = np.zeros(cand.shape, dtype=bool)
     lo = np.full(cand.shape, np.inf)
     hi = np.full(cand.shape, -np.inf)
+    # the rounding estimate sums |terms| (a bound); the smallest step's one-sided slopes differ
+    # by at most their actual rounding plus any kink inside, so their spread, scaled by the
+    # step ratio, also bounds a coarser step's rounding. The smaller of the two decides what
+    # counts as smooth (a smaller noise marks more stencils non-smooth: the safe direction)
+    fin = levels[-1]
+    with np.errstate(invalid="ignore"):
+        spread = np.fmax.reduce([fin[k] for k in ("left", "right", "left2", "right2")]) - (
+            np.fmin.reduce([fin[k] for k in ("left", "right", "left2", "right2")])
+        )
+    finer_d1 = finer_osn = None
     for m in range(len(levels) - 1, -1, -1):
-        fm = levels[m]
+        fm = dict(levels[m])
         tm, _ = tols(fm)
+        with np.errstate(invalid="ignore"):
+            side = np.fmin(np.abs(fm["left"] - fm["left2"]), np.abs(fm["right"] - fm["right2"]))
+        osn = np.fmin(fm["onesided_noise"], 2.0 * side)
+        if m < len(levels) - 1:
+            ratio = _REFINE_SCALES[-1] / (_REFINE_SCALES[m - 1] if m else 1.0)
+            osn = np.fmin(osn, spread / ratio)
+        # slopes equal to the last bit (quantised outputs) say nothing below that
+        osn = np.fmax(osn, fm["onesided_noise"] / _NOISE_BOUND_RATIO)
+        fm["onesided_noise"] = osn
         kink_m, _ = kinks.judge_kinks(_as_fd(fm), a, tm, ctx.rule.safety)
+        # a kink within a finer stencil lies within this one too: it cannot be smooth
+        kink_finer = kink_seen.copy()
         kink_seen |= kink_m
         # slopes of phi over sub-intervals of [t - 2h, t + 2h]: the one-sided ones and the
         # outer rings' ((t + h, t + 2h): 2 right2 - right), each a mean of phi' there
@@ -746,10 +781,17 @@ def _refine(
                   2.0 * fm["right2"] - fm["right"], 2.0 * fm["left2"] - fm["left"]):  # fmt: skip
             lo = np.fmin(lo, v)
             hi = np.fmax(hi, v)
+        d1 = fm["right"] - fm["left"]
         with np.errstate(invalid="ignore"):
             trunc = np.abs(fm["central"] - fm["central2"])
-            clean = ~kink_m & (trunc <= ctx.rule.safety * fm["onesided_noise"])
+            clean = ~kink_m & ~kink_finer & (trunc <= ctx.rule.safety * osn)
+            if finer_d1 is not None and finer_osn is not None:
+                # smooth phi: right - left = h phi'' + O(h^3), so 4x the next (h/4) step's
+                # (several kinks inside can mimic a curvature on one stencil, not on two)
+                curv = np.abs(d1 - 4.0 * finer_d1)
+                clean &= curv <= ctx.rule.safety * 2.0 * (osn + 4.0 * finer_osn)
             ok = cand & clean & (np.abs(fm["value"] - ref_v) <= tm + ref_t)
+        finer_d1, finer_osn = d1, osn
         any_clean |= ok
         best = np.where(ok, m, best)
         ref_v = np.where(ok, fm["value"], ref_v)

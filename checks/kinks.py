@@ -16,9 +16,10 @@ difference is the fourth difference ``(phi(2h) - 4 phi(h) + 6 phi(0) - 4 phi(-h)
 / 2h``); a kink at ``delta`` in ``(h, 2h)`` moves only the ``2h`` slopes, one in ``(0, h)``
 moves both but not in that ratio, so
 
-* ``|(right(2h) - left(2h)) - 2 (right(h) - left(h))| > safety * 5 * onesided_noise`` (5: the
-  rounding of that combination in units of a one-sided slope's) and ``> |right(h) - left(h)|
-  / 4`` (for smooth ``phi`` the ratio is ``O(h^2 phi'''' / phi'')``, whatever the noise)
+* ``|(right(2h) - left(2h)) - 2 (right(h) - left(h))| > safety * 3 * onesided_noise`` (3: the
+  rounding of that combination in units of a one-sided slope's, ``sqrt(1/4 + 1/4 + 4 + 4)``
+  for independent roundings; 5 if they all added up) and ``> |right(h) - left(h)| / 4`` (for
+  smooth ``phi`` the ratio is ``O(h^2 phi'''' / phi'')``, whatever the noise)
 
 also marks the element.
 The runner first re-evaluates suspect elements with smaller steps (see ``_runner._refine``),
@@ -69,7 +70,7 @@ def judge_kinks(
     with np.errstate(invalid="ignore"):
         at_t = (d1 > safety * 2.0 * fd.onesided_noise) & (d1 > 0.75 * d2)
         fourth = np.abs((fd.right2 - fd.left2) - 2.0 * (fd.right - fd.left))
-        near = (fourth > safety * 5.0 * fd.onesided_noise) & (fourth > 0.25 * d1)
+        near = (fourth > safety * 3.0 * fd.onesided_noise) & (fourth > 0.25 * d1)
         kink = (at_t | near) & np.isfinite(d1)
         lo = np.minimum.reduce([fd.left, fd.right, fd.left2, fd.right2])
         hi = np.maximum.reduce([fd.left, fd.right, fd.left2, fd.right2])

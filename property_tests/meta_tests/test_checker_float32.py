@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import cnn_ref
@@ -69,6 +69,7 @@ def _relu_conv32(seed: int, pool: bool = False):
 @example(seed=7)
 @example(seed=8)
 @example(seed=18)
+@settings(max_examples=10)  # ~0.15 s each; the pinned seeds above always run
 @given(seed=st.integers(0, 2**31 - 1))
 def test_a_correct_float32_relu_conv_has_no_false_alarm_near_kinks(seed):
     layer, x = _relu_conv32(seed)
@@ -76,17 +77,32 @@ def test_a_correct_float32_relu_conv_has_no_false_alarm_near_kinks(seed):
     assert rep.ok
 
 
-# max pooling after it adds near-ties; seed 0 also lost 0.9 % of a small dx element to the
-# grouped evaluation's unattributed outputs (now charged to the error estimate)
+# max pooling after it adds near-ties (14 of seeds 0-199 failed before the fix); seed 0 also
+# lost 0.9 % of a small dx element to the grouped evaluation's unattributed outputs (now
+# charged to the error estimate)
 @example(seed=0)
 @example(seed=14)
 @example(seed=15)
 @example(seed=16)
+@example(seed=45)
+@example(seed=82)
+@settings(max_examples=10)  # ~0.15 s each; the pinned seeds above always run
 @given(seed=st.integers(0, 2**31 - 1))
 def test_a_correct_float32_relu_conv_then_max_pool_has_no_false_alarm(seed):
     layer, x = _relu_conv32(seed, pool=True)
     rep = check_layer(layer, x, seed=seed)
     assert rep.ok
+
+
+@pytest.mark.parametrize("seed", [0])  # ~1-3 s each
+def test_the_larger_float32_relu_conv_has_no_false_alarm(seed):
+    """x (4, 4, 16, 16), K (8, 4, 3, 3): one kernel element moves ~780 pre-activations, so
+    kinks lie within even h/64 of t. All of seeds 0-9 failed before the fix; 2 of seeds 0-29
+    still do (a kink inside every stencil that the tests cannot tell from rounding)."""
+    rng = np.random.default_rng(seed)
+    layer = cnn_ref.Conv2D(4, 8, 3, activation="relu", seed=seed, dtype=np.float32)
+    x = rng.standard_normal((4, 4, 16, 16)).astype(np.float32)
+    assert check_layer(layer, x, seed=seed).ok
 
 
 @pytest.mark.parametrize("seed", range(10))
