@@ -32,6 +32,8 @@ def _timing_order(item: Any) -> tuple[Any, ...]:
     params = getattr(getattr(item, "callspec", None), "params", {})
     shape, dtype, op = params.get("shape"), params.get("dtype"), params.get("op")
     rank = _FILE_RANK.get(item.path.name, 2)
+    if params.get("when") == "end":
+        return (3,)
     if rank != 1 or shape is None:
         return (rank,)
     return (1, _SHAPE_RANK.get(shape.name, 99), str(dtype), str(op))
@@ -41,8 +43,9 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """When timing, run cnn_ref and its peers for one (shape, dtype, op) back to back.
 
     The machine is shared and its load changes by the minute; measured minutes apart, a
-    "x PyTorch" ratio would compare two different machines. GEMM goes first, the checker
-    and the report tests last. Plain (smoke) runs keep the collection order.
+    "x PyTorch" ratio would compare two different machines. GEMM goes first (and again
+    last), the checker and the report tests after the convolutions. Plain (smoke) runs
+    keep the collection order.
     """
     if not config.getoption("benchmark_enable", False):
         return
