@@ -45,7 +45,8 @@ format: $(STAMP)  ## Apply ruff's formatter and autofixes
 	$(BIN)/python -m ruff format .
 	$(BIN)/python -m ruff check --fix .
 
-bench: $(STAMP)  ## Benchmarks: JSON, benchmarks/RESULTS.md and a PNG plot
+bench: $(STAMP)  ## Benchmarks: JSON, benchmarks/RESULTS.md and a PNG plot (installs torch and peers)
+	$(BIN)/python -m pip install --quiet -e ".[test,plot,torch,bench]"
 	@mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks -p no:xdist -p no:randomly --benchmark-enable \
 		--benchmark-json=.benchmarks/last.json -q
