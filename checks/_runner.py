@@ -46,6 +46,15 @@ def _fmt_index(name: str, idx: tuple[int, ...]) -> str:
 # targets: what is being checked, behind one interface
 
 
+def _as_output(y: Any, label: str) -> np.ndarray:
+    """A forward result as an ndarray; a scalar output (a loss) becomes a 0-d array."""
+    if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
+        y = np.asarray(y)
+    if not isinstance(y, np.ndarray):
+        raise LayerContractError(f"{label} returned {type(y).__name__}, not an ndarray")
+    return y
+
+
 class _Target:
     """The function under check: named tensors, forward with one tensor replaced, gradients."""
 
@@ -94,14 +103,8 @@ class _LayerTarget(_Target):
 
     def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
         self.n_evals += 1
-        y = contract.call_layer(self.layer.forward, f"{self.layer_name}.forward {what}", x)
-        if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
-            y = np.asarray(y)  # a scalar output (a loss) is a 0-d array
-        if not isinstance(y, np.ndarray):
-            raise LayerContractError(
-                f"{self.layer_name}.forward {what} returned {type(y).__name__}, not an ndarray"
-            )
-        return y
+        label = f"{self.layer_name}.forward {what}"
+        return _as_output(contract.call_layer(self.layer.forward, label, x), label)
 
     def base_forward(self) -> np.ndarray:
         return self._forward(self.x, "on x")
@@ -184,14 +187,8 @@ class _VjpTarget(_Target):
 
     def _call(self, args: list[np.ndarray], what: str) -> np.ndarray:
         self.n_evals += 1
-        y = contract.call_layer(self.f, f"{self.layer_name} {what}", *args)
-        if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
-            y = np.asarray(y)  # a scalar output (a loss) is a 0-d array
-        if not isinstance(y, np.ndarray):
-            raise LayerContractError(
-                f"{self.layer_name} {what} returned {type(y).__name__}, not an ndarray"
-            )
-        return y
+        label = f"{self.layer_name} {what}"
+        return _as_output(contract.call_layer(self.f, label, *args), label)
 
     def base_forward(self) -> np.ndarray:
         return self._call(self.inputs, "on the inputs")
