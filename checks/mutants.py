@@ -689,7 +689,7 @@ def mutant_cases() -> list[Case]:
         Case(
             "dropout_global_rng",
             "forward draws a dropout mask from the global RNG",
-            lambda: (_Dropout(), _x(2, 5)),
+            lambda: (_Dropout(), _x(4, 8)),  # masks coincide w.p. 0.58^n: 3e-8 here
             C,
             None,
         ),
