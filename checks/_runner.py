@@ -34,8 +34,10 @@ _ELEMENT_GROUP = 64
 # real-method elements re-evaluated with steps h / s (see _refine), and at most this many
 _REFINE_SCALES = (4.0, 16.0, 64.0)
 _REFINE_MAX = 512
-# the rounding estimate is a bound (a sum of |terms|); taken as at most this pessimistic
-_NOISE_BOUND_RATIO = 16.0
+# _refine's smoothness tests allow this many typical roundings (finite_diff.numerator_noise:
+# ~2.7 standard deviations each); too few marks smooth stencils as kinked, too many lets
+# several kinks pass for a curvature
+_SMOOTH_SAFETY = 3.0
 
 
 def _fmt_index(name: str, idx: tuple[int, ...]) -> str:
@@ -253,6 +255,7 @@ class _Ctx:
     target: _Target
     dy: np.ndarray
     dy64: np.ndarray
+    dy_random: bool  # dy is the checker's own Gaussian draw (see finite_diff.numerator_noise)
     y0: np.ndarray  # float64 baseline output
     y_shape: tuple[int, ...]
     ybar: float
@@ -267,11 +270,18 @@ class _Ctx:
 
 
 def _reduce(
-    y: np.ndarray, base: np.ndarray, dy64: np.ndarray, ybar: float, eps: float, kind: str
+    y: np.ndarray,
+    base: np.ndarray,
+    dy64: np.ndarray,
+    ybar: float,
+    eps: float,
+    kind: str,
+    dy_random: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Reduce outputs ``y`` (P, K, M, R) of perturbed evaluations to the numbers FD needs.
 
-    Returns ``(r (K, P, M), magnitude (2, P, M), noise (2, P, M))`` for real stencils and
+    Returns ``(r (K, P, M), magnitude (2, P, M), noise (2, P, M), typical noise (2, P, M))``
+    (see :func:`finite_diff.numerator_noise`) for real stencils and
     ``(im (P, M), abs (P, M), |Re y| (P, M))`` for the complex step.
     """
     ady = np.abs(dy64)
@@ -285,14 +295,16 @@ def _reduce(
         )
     y = y.astype(np.float64, copy=False)
     r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
-    mags, noises = [], []
+    mags, noises, typical = [], [], []
     for a, b in ((0, 1), (2, 3)):
         ya, yb = y[:, a], y[:, b]
-        diff = ya - yb
-        mags.append(np.einsum("pmr,mr->pm", np.abs(diff), ady))
-        g = np.maximum(np.maximum(np.abs(ya), np.abs(yb)), ybar)
-        noises.append(eps * np.einsum("pmr,mr->pm", np.where(diff != 0, g, 0.0), ady))
-    return r, np.stack(mags), np.stack(noises)
+        mags.append(np.einsum("pmr,mr->pm", np.abs(ya - yb), ady))
+        nz, ty = finite_diff.numerator_noise(
+            ya, yb, dy64, ybar, eps, lambda w: w.sum(axis=-1), dy_random=dy_random
+        )
+        noises.append(nz)
+        typical.append(ty)
+    return r, np.stack(mags), np.stack(noises), np.stack(typical)
 
 
 def _check_out_shape(ctx: _Ctx, y: np.ndarray, expected: tuple[int, ...], what: str) -> None:
@@ -358,7 +370,7 @@ def _grouped(
     groups = [g[wanted[g]] for g in groups]
     groups = [g for g in groups if g.size]
     res, failed = grouping.evaluate_groups(
-        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS
+        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS, ctx.dy_random
     )
     done = np.zeros(tf.shape[1], dtype=bool)
     for g in groups:
@@ -435,17 +447,17 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
         y = batching.unpack_outputs(ybig, copies, ba)
         if kind == "complex":
             im, ab, ore = _reduce(
-                y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind
+                y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random
             )
             fd = finite_diff.combine_complex(im.T, ab.T, h, ctx.rule.eps, ore.T, t)
         else:
             base = y[0].astype(np.float64)
-            r, mag, noise = _reduce(
-                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind
+            r, mag, noise, typ = _reduce(
+                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random
             )
             fd = finite_diff.combine_real(
                 r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1), noise.transpose(0, 2, 1),
-                method=kind,
+                method=kind, typical_num=typ.transpose(0, 2, 1),
             )  # fmt: skip
         for f in fields:
             v = getattr(fd, f)
@@ -506,12 +518,12 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
                 _check_out_shape(ctx, y, ctx.y_shape, what)
                 ys[j, q, 0] = y.reshape(-1)
         if kind == "complex":
-            im, ab, ore = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
+            im, ab, ore = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
             fd = finite_diff.combine_complex(im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t)
         else:
-            r, mag, noise = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind)
+            r, mag, noise, typ = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
-                                          method=kind)  # fmt: skip
+                                          method=kind, typical_num=typ[:, :, 0])  # fmt: skip
         rows = tuple(idxs[start : start + per_group].T)
         for f in fields:
             v = getattr(fd, f)
@@ -605,7 +617,7 @@ def _directional(
         y0 = ctx.y0.reshape(1, -1)
         dy0 = ctx.dy64.reshape(1, -1)
     yst = np.stack(ys)[None]  # (1, 4, 1, R)
-    r, mags, noise = _reduce(yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real")
+    r, mags, noise, _ = _reduce(yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real", ctx.dy_random)
     resid = r[:, 0, 0] - np.array(rs)
     taken = np.array(finite_diff.REAL_STENCIL) * tau
     fd = finite_diff.combine_real(resid, taken, mags[:, 0, 0], noise[:, 0, 0], method="richardson")
@@ -691,13 +703,14 @@ def _refine(
     at or near ``t``) is silent on it and on every finer stencil (a kink inside a finer
     stencil is inside this one), (ii) ``|D(h) - D(2h)|`` is within ``safety`` roundings of a
     one-sided slope, and (iii) ``right - left`` is 4x the next finer step's, as ``h phi''``
-    is (several kinks can mimic a curvature on one stencil, not on two). For these tests the
-    rounding of a one-sided slope is the estimate (a sum of ``|terms|``, a bound that can be
-    ~20x pessimistic for a 784-term conv sum) capped by what the slopes show: twice the
-    closer agreement of ``left`` with ``left2`` or ``right`` with ``right2``, and the smallest
-    step's spread scaled by the step ratio; never below 1/16 of the estimate. A smaller
-    noise marks more stencils non-smooth, which is the safe direction: the value then comes
-    from a finer step with its own (larger) error estimate.
+    is, and a quarter of the next coarser step's unless the slopes agree to rounding (several
+    kinks can mimic a curvature on one stencil, not on three; a flat stencil shows no kink,
+    whatever the coarser one holds outside it). For these tests the rounding of a one-sided
+    slope is the estimate (:func:`checks.finite_diff.numerator_noise`) capped by what the
+    slopes show: twice the closer agreement of ``left`` with ``left2`` or ``right`` with
+    ``right2``, and the smallest step's spread scaled by the step ratio; never below 1/16 of
+    the estimate. A smaller noise marks more stencils non-smooth, which is the safe
+    direction: the value then comes from a finer step with its own (larger) error estimate.
 
     From the smallest step up, a smooth step is used when it agrees with the finer smooth
     ones (within both tolerances); the coarsest such step wins (least rounding). Where no
@@ -746,29 +759,22 @@ def _refine(
     kink_seen = np.zeros(cand.shape, dtype=bool)
     lo = np.full(cand.shape, np.inf)
     hi = np.full(cand.shape, -np.inf)
-    # the rounding estimate sums |terms| (a bound); the smallest step's one-sided slopes differ
-    # by at most their actual rounding plus any kink inside, so their spread, scaled by the
-    # step ratio, also bounds a coarser step's rounding. The smaller of the two decides what
-    # counts as smooth (a smaller noise marks more stencils non-smooth: the safe direction)
-    fin = levels[-1]
-    with np.errstate(invalid="ignore"):
-        spread = np.fmax.reduce([fin[k] for k in ("left", "right", "left2", "right2")]) - (
-            np.fmin.reduce([fin[k] for k in ("left", "right", "left2", "right2")])
-        )
-    finer_d1 = finer_osn = None
+    noise = [fm["onesided_noise"] for fm in levels]
+    d1s = [fm["right"] - fm["left"] for fm in levels]
+    smooth_safety = _SMOOTH_SAFETY
+
+    def curvature_ok(fine: int) -> np.ndarray:
+        """smooth phi: right - left = h phi'' + O(h^3) is 4x the next (h/4) step's; several
+        kinks inside one stencil can mimic a curvature on it, not on two"""
+        with np.errstate(invalid="ignore"):
+            curv = np.abs(d1s[fine - 1] - 4.0 * d1s[fine])
+            return curv <= smooth_safety * 2.0 * (noise[fine - 1] + 4.0 * noise[fine])
+
     for m in range(len(levels) - 1, -1, -1):
         fm = dict(levels[m])
         tm, _ = tols(fm)
-        with np.errstate(invalid="ignore"):
-            side = np.fmin(np.abs(fm["left"] - fm["left2"]), np.abs(fm["right"] - fm["right2"]))
-        osn = np.fmin(fm["onesided_noise"], 2.0 * side)
-        if m < len(levels) - 1:
-            ratio = _REFINE_SCALES[-1] / (_REFINE_SCALES[m - 1] if m else 1.0)
-            osn = np.fmin(osn, spread / ratio)
-        # slopes equal to the last bit (quantised outputs) say nothing below that
-        osn = np.fmax(osn, fm["onesided_noise"] / _NOISE_BOUND_RATIO)
-        fm["onesided_noise"] = osn
-        kink_m, _ = kinks.judge_kinks(_as_fd(fm), a, tm, ctx.rule.safety)
+        osn = noise[m]
+        kink_m, _ = kinks.judge_kinks(_as_fd(fm), a, tm, smooth_safety)
         # a kink within a finer stencil lies within this one too: it cannot be smooth
         kink_finer = kink_seen.copy()
         kink_seen |= kink_m
@@ -778,17 +784,19 @@ def _refine(
                   2.0 * fm["right2"] - fm["right"], 2.0 * fm["left2"] - fm["left"]):  # fmt: skip
             lo = np.fmin(lo, v)
             hi = np.fmax(hi, v)
-        d1 = fm["right"] - fm["left"]
         with np.errstate(invalid="ignore"):
             trunc = np.abs(fm["central"] - fm["central2"])
-            clean = ~kink_m & ~kink_finer & (trunc <= ctx.rule.safety * osn)
-            if finer_d1 is not None and finer_osn is not None:
-                # smooth phi: right - left = h phi'' + O(h^3), so 4x the next (h/4) step's
-                # (several kinks inside can mimic a curvature on one stencil, not on two)
-                curv = np.abs(d1 - 4.0 * finer_d1)
-                clean &= curv <= ctx.rule.safety * 2.0 * (osn + 4.0 * finer_osn)
+            clean = ~kink_m & ~kink_finer & (trunc <= smooth_safety * osn)
+            # curvature consistent with the next finer step and, except on the finest
+            # (whose value stands when nothing is smooth), with the next coarser one
+            if m < len(levels) - 1:
+                clean &= curvature_ok(m + 1)
+                if m > 0:
+                    # a stencil whose slopes agree to rounding shows neither curvature nor
+                    # kink; a coarser one may well hold a kink outside it
+                    flat = np.abs(d1s[m]) <= smooth_safety * 2.0 * osn
+                    clean &= flat | curvature_ok(m)
             ok = cand & clean & (np.abs(fm["value"] - ref_v) <= tm + ref_t)
-        finer_d1, finer_osn = d1, osn
         any_clean |= ok
         best = np.where(ok, m, best)
         ref_v = np.where(ok, fm["value"], ref_v)
@@ -988,7 +996,8 @@ def _run(
         idx = contract.nonfinite_indices(y)
         where = contract.format_indices("y", idx, int((~np.isfinite(y)).sum()))
         raise fail(LayerContractError, f"forward output has NaN/Inf at {where}")
-    if dy is None:
+    dy_random = dy is None
+    if dy_random:
         dy = np.asarray(rng.standard_normal(y.shape), dtype=y.dtype)
     else:
         if not isinstance(dy, np.ndarray) or dy.dtype.kind != "f":
@@ -1033,7 +1042,8 @@ def _run(
             "and parameters gave different outputs (reseed any RNG inside the layer)",
         )
     ctx = _Ctx(
-        target=target, dy=dy, dy64=dy.astype(np.float64), y0=y.astype(np.float64),
+        target=target, dy=dy, dy64=dy.astype(np.float64), dy_random=dy_random,
+        y0=y.astype(np.float64),
         y_shape=y.shape, ybar=float(np.mean(np.abs(y))) if y.size else 0.0, rule=rule,
         rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol,
     )  # fmt: skip

@@ -19,14 +19,20 @@ With steps ``h`` and ``2h``,
   tiny and the result is exact to rounding -- valid only when forward is complex-analytic in
   ``t`` (no casts to real, comparisons, ``abs``), which the runner checks with a probe.
 
-Rounding: each output ``y_j`` carries an error of about ``eps * G_j`` where ``G_j`` is the size
-of the terms summed to make it; the checker takes ``G_j = max(|y_j^+|, |y_j^-|, mean |y_0|)``
-(the mean guards outputs that are small by cancellation) over the outputs that changed, so
-the numerator ``<dy, y^+ - y^->`` is wrong by at most ``~eps * sum_j |dy_j| G_j``.
+Rounding (:func:`numerator_noise`): each output ``y_j`` carries an error ``e_j`` of about
+``eps * G_j``, ``G_j = max(|y_j^+|, |y_j^-|, mean |y_0|)`` (the mean guards outputs that are
+small by cancellation), over the outputs that changed. Their sum in the numerator,
+``sum_j dy_j e_j``, is at most ``eps * sum_j |dy_j| G_j``. When ``dy`` is the checker's own
+Gaussian draw it is independent of the roundings, so whatever their correlation (a shared
+normaliser) the sum has variance ``sum_j e_j^2`` and its size is
+``~eps * sqrt(sum_j (dy_j G_j)^2)``: for a conv kernel element moving ~800 outputs the bound
+is ~30x that, enough to hide a kink inside every stencil. A ``dy`` given by the caller gets
+the bound (an all-ones ``dy`` adds correlated roundings coherently).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +43,7 @@ __all__ = [
     "FDResult",
     "combine_complex",
     "combine_real",
+    "numerator_noise",
     "perturbed_values",
     "step_sizes",
 ]
@@ -108,6 +115,59 @@ def perturbed_values(
     return values, taken
 
 
+#: multiple of the root-sum-square of the outputs' roundings taken as their sum's error. With
+#: a random dy the sum is Gaussian with that standard deviation when |e_j| = eps G_j; measured
+#: on float32 conv and dense layers (1500 elements against a float64 twin) the ratio of the
+#: real error to the root-sum-square had median 0.25 and maximum 1.65
+RSS_FACTOR = 1.0
+
+
+def numerator_noise(
+    ya: np.ndarray,
+    yb: np.ndarray,
+    dy: np.ndarray,
+    ybar: float,
+    eps: float,
+    total: Callable[[np.ndarray], np.ndarray],
+    *,
+    dy_random: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated rounding error of the numerator ``<dy, ya - yb>``.
+
+    Parameters
+    ----------
+    ya, yb : ndarray
+        Outputs at two stencil points (float64 copies of the layer's outputs).
+    dy : ndarray
+        Upstream gradient, broadcastable to ``ya``.
+    ybar : float
+        Mean ``|y|`` at ``t``: the rounding floor of outputs small by cancellation.
+    eps : float
+        Machine epsilon of the layer's dtype.
+    total : callable
+        Sums an array shaped like ``ya`` over the outputs of each element (an einsum, or a
+        scatter by source for grouped elements).
+    dy_random : bool
+        ``dy`` is a Gaussian draw independent of the layer (the checker's own).
+
+    Returns
+    -------
+    guarded : ndarray
+        What the tolerance uses: ``typical`` when ``dy_random``, else the worst-case bound
+        ``eps * sum_j |dy_j| G_j``, ``G_j = max(|ya_j|, |yb_j|, ybar)`` over the outputs that
+        differ.
+    typical : ndarray
+        ``eps * min(bound, RSS_FACTOR * sqrt(sum_j (dy_j G_j)^2))``: the size of the error
+        when the roundings are independent. The kink and smoothness tests use it whatever
+        ``dy`` is (a smaller noise only marks more stencils as non-smooth).
+    """
+    g = np.where(ya != yb, np.maximum(np.maximum(np.abs(ya), np.abs(yb)), ybar), 0.0)
+    adg = np.abs(dy) * g
+    bound = eps * total(adg)
+    typical = np.minimum(bound, RSS_FACTOR * eps * np.sqrt(total(adg * adg)))
+    return (typical if dy_random else bound), typical
+
+
 def combine_real(
     r: np.ndarray,
     taken: np.ndarray,
@@ -115,6 +175,7 @@ def combine_real(
     noise_num: np.ndarray,
     *,
     method: str,
+    typical_num: np.ndarray | None = None,
 ) -> FDResult:
     """Central or Richardson derivative from the four real stencil points.
 
@@ -127,7 +188,10 @@ def combine_real(
     magnitude_num : ndarray, shape ``(2, ...)``
         ``sum_j |dy_j| |y_j(t+s h) - y_j(t-s h)|`` for s = 1, 2.
     noise_num : ndarray, shape ``(2, ...)``
-        Estimated rounding error of the numerators ``<dy, y(t+s h) - y(t-s h)>``, s = 1, 2.
+        Estimated rounding error of the numerators ``<dy, y(t+s h) - y(t-s h)>``, s = 1, 2
+        (``guarded`` of :func:`numerator_noise`): enters ``error``.
+    typical_num : ndarray, shape ``(2, ...)``, optional
+        Its typical size (``typical``), for ``onesided_noise``; ``noise_num`` by default.
     method : {"central", "richardson"}
     """
     rp1, rm1, rp2, rm2 = r
@@ -144,7 +208,8 @@ def combine_real(
         noise1 = noise_num[0] / w1
         noise2 = noise_num[1] / w2
         magnitude = magnitude_num[0] / w1
-        os_noise = noise_num[0] / np.minimum(hp1, -hm1)
+        typical = noise_num if typical_num is None else typical_num
+        os_noise = typical[0] / np.minimum(hp1, -hm1)
     trunc = np.abs(d1 - d2) / 3.0
     if method == "central":
         value = d1

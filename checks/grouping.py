@@ -34,6 +34,7 @@ fallback instead).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -197,6 +198,7 @@ def evaluate_groups(
     dy: np.ndarray,
     ybar: float,
     max_elements: int,
+    dy_random: bool = False,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Finite differences of every group's members, a few groups per forward call.
 
@@ -217,6 +219,8 @@ def evaluate_groups(
         Mean ``|y|`` (rounding floor of outputs small by cancellation).
     max_elements : int
         Output elements per batch of groups (memory bound).
+    dy_random : bool
+        ``dy`` is the checker's own Gaussian draw (see :func:`finite_diff.numerator_noise`).
 
     Returns
     -------
@@ -273,16 +277,19 @@ def evaluate_groups(
                     np.sum(np.where(aff, 0.0, ady * np.abs(ys[k] - bases[k])), axis=1)
                     for k in range(n_st)
                 ]
-                mags, noises = [], []
+                mags, noises, typical = [], [], []
+                by_source = functools.partial(_scatter_sum, src=src, g=g)
                 for a, b in ((0, 1), (2, 3)):
-                    diff = ys[a] - ys[b]
-                    mags.append(_scatter_sum(ady * np.abs(diff), src, g))
-                    gmag = np.maximum(np.maximum(np.abs(ys[a]), np.abs(ys[b])), ybar)
-                    rounding = _scatter_sum(np.where(diff != 0, ady * gmag, 0.0), src, g)
-                    noises.append(rule.eps * rounding + (lost[a] + lost[b])[:, None])
+                    mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
+                    nz, ty = finite_diff.numerator_noise(
+                        ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random
+                    )
+                    noises.append(nz + (lost[a] + lost[b])[:, None])
+                    typical.append(ty + (lost[a] + lost[b])[:, None])
                 fd = finite_diff.combine_real(
-                    r, info["taken"], np.stack(mags), np.stack(noises), method=kind
-                )
+                    r, info["taken"], np.stack(mags), np.stack(noises), method=kind,
+                    typical_num=np.stack(typical),
+                )  # fmt: skip
             for f in _FIELDS:
                 v = getattr(fd, f)
                 if v is not None:
