@@ -27,6 +27,13 @@ from checks.report import Report, TensorReport
 __all__ = ["METHODS", "run_layer", "run_vjp"]
 
 METHODS = ("auto", "central", "richardson", "complex")
+PRECISIONS = ("auto", "native")
+# the precision probe: a perturbation of this relative size must give the same outputs in
+# float64 as in the layer's dtype, and one of _PROMOTE_TINY (below float32's resolution, far
+# above float64's) must move them
+_PROMOTE_STEP = 1e-2
+_PROMOTE_TINY = 1e-10
+_PROMOTE_ULPS = 256.0
 # elements of float64 scratch (outputs of packed copies) per reduction chunk
 _CHUNK_ELEMENTS = 2**21
 _FD_FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
@@ -87,6 +94,18 @@ class _Target:
         raise NotImplementedError
 
     def watched(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def working_forward(self, what: str) -> np.ndarray:
+        """Forward on the working copies (what the numerical part perturbs)."""
+        raise NotImplementedError
+
+    def promote(self) -> None:
+        """Make the working copies of every floating tensor float64."""
+        raise NotImplementedError
+
+    def demote(self) -> None:
+        """Back to working copies in the caller's dtypes."""
         raise NotImplementedError
 
 
@@ -169,6 +188,24 @@ class _LayerTarget(_Target):
     def watched(self) -> dict[str, np.ndarray]:
         return {"x": self.x, **{k: v for k, v in self.params.items()}}
 
+    def working_forward(self, what: str) -> np.ndarray:
+        return self._forward(self.xw, what)
+
+    def promote(self) -> None:
+        # the layer's params dict gets float64 copies (its own arrays are put back by
+        # demote, and by contract.restored_params whatever happens)
+        self._native = (self.xw, dict(self.params))
+        self.xw = self.x.astype(np.float64)
+        for k, v in self._native[1].items():
+            self.params[k] = v.astype(np.float64)
+        self._complex_copy = {}
+
+    def demote(self) -> None:
+        self.xw, native = self._native
+        for k, v in native.items():
+            self.params[k] = v
+        self._complex_copy = {}
+
 
 class _VjpTarget(_Target):
     def __init__(
@@ -247,6 +284,18 @@ class _VjpTarget(_Target):
     def watched(self) -> dict[str, np.ndarray]:
         return {f"inputs[{i}]": a for i, a in enumerate(self.inputs)}
 
+    def working_forward(self, what: str) -> np.ndarray:
+        return self._call(self.work, what)
+
+    def promote(self) -> None:
+        self._native_work = self.work
+        self.work = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in self.inputs]
+        self._complex_copy = {}
+
+    def demote(self) -> None:
+        self.work = self._native_work
+        self._complex_copy = {}
+
 
 # --------------------------------------------------------------------------------------------
 # the run
@@ -266,6 +315,7 @@ class _Ctx:
     batch_axis: int
     rtol: float | None
     atol: float | None
+    dtypes: dict[str, str] = field(default_factory=dict)  # the caller's dtypes, by tensor
     packed: set[str] = field(default_factory=set)
     # per tensor: the grouping that passed its trial ("" when none did), found once
     groupings: dict[str, str] = field(default_factory=dict)
@@ -910,7 +960,8 @@ def _check_tensor(
         rule_text += f"; {int(refined.sum())} suspect elements re-evaluated at {steps}"
 
     tr = TensorReport(
-        name=name, shape=tuple(t.shape), dtype=str(t.dtype), n_total=int(t.size),
+        name=name, shape=tuple(t.shape), dtype=ctx.dtypes.get(name, str(t.dtype)),
+        n_total=int(t.size),
         n_checked=int(mask.sum()), atol=ctx.atol, rtol=ctx.rtol,
         tolerance_rule=rule_text, analytic=a, numerical=num, error_estimate=err_est, tol=tol,
         checked=mask.copy(), method=kind if not reexam else f"{kind}+{real}",
@@ -1005,7 +1056,11 @@ def _summarise(tr: TensorReport) -> None:
     tr.worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(key)), a.shape))
 
 
-def _validate_common(method: str, coverage_: str, seed: Any, rtol: Any, atol: Any) -> None:
+def _validate_common(
+    method: str, coverage_: str, seed: Any, rtol: Any, atol: Any, precision: Any = "auto"
+) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if coverage_ not in coverage.COVERAGES:
@@ -1031,6 +1086,64 @@ def _validate_array(name: str, a: Any) -> np.ndarray:
     return a
 
 
+def _promotion(
+    target: _Target, y: np.ndarray, rng: np.random.Generator, rule: tolerances.DtypeRule
+) -> tuple[np.ndarray | None, str]:
+    """Probe whether forward computes the same function on float64 copies of every tensor.
+
+    Returns the float64 output at ``t`` (the target left promoted) or ``None`` and why not
+    (the target back in the caller's dtypes). Three probes: forward on float64 copies returns
+    float64 outputs equal to the native ones within the native rounding; for each tensor, a
+    perturbation of relative size ``_PROMOTE_STEP`` gives the same outputs in both precisions
+    (a layer reading a cached or cast copy of a parameter would not); one of ``_PROMOTE_TINY``
+    moves the float64 outputs (a layer rounding the tensor to its own dtype inside would not).
+    """
+    y64 = y.astype(np.float64)
+    ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        tol = _PROMOTE_ULPS * rule.eps * (np.abs(b) + ybar)
+        return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+
+    what = "in the precision probe"
+    probes = []
+    try:
+        for name in target.names:
+            t = target.value(name)
+            if t.dtype == np.float64 or t.size == 0:
+                continue
+            v = rng.standard_normal(t.shape)
+            v /= float(np.max(np.abs(v))) or 1.0
+            scale = max(1.0, float(np.max(np.abs(t))))
+            big = (t.astype(np.float64) + _PROMOTE_STEP * scale * v).astype(t.dtype)
+            native = target.eval_replace(name, big, what).astype(np.float64)
+            probes.append((name, big, v, scale, native))
+    except GradcheckError as exc:
+        raise LayerContractError(str(exc)) from exc.__cause__
+    target.promote()
+    try:
+        y_p = target.working_forward(what)
+        if y_p.dtype != np.float64:
+            raise _NoPromotion(f"forward on float64 copies returned {y_p.dtype}")
+        if not same(y_p, y64):
+            raise _NoPromotion("forward on float64 copies gave other outputs")
+        for name, big, v, scale, native in probes:
+            if not same(target.eval_replace(name, big.astype(np.float64), what), native):
+                raise _NoPromotion(f"forward did not follow a float64 {name} (a cached copy?)")
+            tiny = target.value(name) + _PROMOTE_TINY * scale * v
+            if not same(native, y64) and np.array_equal(target.eval_replace(name, tiny, what), y_p):
+                raise _NoPromotion(f"forward rounds {name} to its own dtype inside")
+    except (_NoPromotion, GradcheckError) as exc:
+        target.demote()
+        why = str(exc) if isinstance(exc, _NoPromotion) else "forward failed on float64 copies"
+        return None, why
+    return y_p, "forward follows float64 copies of every tensor (probed)"
+
+
+class _NoPromotion(Exception):
+    pass
+
+
 def _run(
     target: _Target,
     *,
@@ -1041,12 +1154,14 @@ def _run(
     atol: float | None,
     seed: int,
     batch_axis: int,
+    precision: str = "auto",
 ) -> Report:
     t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
     report = Report(
         method=method, coverage=coverage_, seed=int(seed), layer_name=target.layer_name,
         requested_method=method, requested_coverage=coverage_, entry=target.entry,
+        requested_precision=precision,
     )  # fmt: skip
 
     def fail(exc_type: type[GradcheckError], problem: str) -> GradcheckError:
@@ -1117,12 +1232,6 @@ def _run(
             "forward is not deterministic: two calls on the same x "
             "and parameters gave different outputs (reseed any RNG inside the layer)",
         )
-    ctx = _Ctx(
-        target=target, dy=dy, dy64=dy.astype(np.float64), dy_random=dy_random,
-        y0=y.astype(np.float64),
-        y_shape=y.shape, ybar=float(np.mean(np.abs(y))) if y.size else 0.0, rule=rule,
-        rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol,
-    )  # fmt: skip
     # -- analytic NaN/Inf is its own case -----------------------------------------------------
     for name in target.names:
         a = analytic[name]
@@ -1134,6 +1243,27 @@ def _run(
             where = contract.format_indices(name, tr.nonfinite["analytic"],
                                             int((~np.isfinite(a)).sum()))  # fmt: skip
             raise fail(LayerContractError, f"analytic gradient has NaN/Inf at {where}")
+    dtypes = {n: str(target.value(n).dtype) for n in target.names}
+    # -- precision: a float32 layer's finite differences in float64 when forward allows ----
+    y_num = y.astype(np.float64)
+    least = max((np.dtype(d) for d in (*dtypes.values(), y.dtype)), key=lambda d: np.finfo(d).eps)
+    report.precision = f"native {least}"
+    if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
+        try:
+            y_p, why = _promotion(target, y, rng, rule)
+        except LayerContractError as exc:
+            raise fail(LayerContractError, str(exc)) from exc.__cause__
+        if y_p is not None:
+            y_num, rule = y_p, tolerances.promoted(rule)
+            report.precision = f"float64 ({why})"
+        else:
+            report.precision += f" ({why})"
+    ctx = _Ctx(
+        target=target, dy=dy, dy64=dy.astype(np.float64), dy_random=dy_random,
+        y0=y_num, y_shape=y.shape,
+        ybar=float(np.mean(np.abs(y_num))) if y.size else 0.0, rule=rule,
+        rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes,
+    )  # fmt: skip
     try:
         # -- batching ------------------------------------------------------------------------
         notes = []
@@ -1146,7 +1276,7 @@ def _run(
                     return target.eval_packed(nm, arr, copies, "in the independence probe")
 
                 ok, why = batching.probe_independence(
-                    call, target.value(name), y, batch_axis, rng, rule.eps
+                    call, target.value(name), y_num, batch_axis, rng, rule.eps
                 )
                 if ok:
                     ctx.packed.add(name)
@@ -1195,6 +1325,8 @@ def _run(
         raise fail(LayerContractError, str(exc)) from exc.__cause__
     finally:
         report.n_evals = target.n_evals
+        if rule.analytic_eps is not None:
+            target.demote()
     grouped = sorted({f"{k.split('/')[0]}: {v}" for k, v in ctx.groupings.items() if v})
     if grouped:
         report.batching += "; disjoint-footprint groups: " + ", ".join(grouped)
@@ -1237,6 +1369,7 @@ def run_layer(
     atol: float | None,
     seed: int,
     batch_axis: int,
+    precision: str = "auto",
 ) -> Report:
     """Check ``layer`` at ``x`` (see :func:`checks.check_layer`)."""
     for attr in ("forward", "backward"):
@@ -1248,11 +1381,12 @@ def run_layer(
     for k, v in params.items():
         _validate_array(f"layer.params[{k!r}]", v)
     _validate_array("x", x)
-    _validate_common(method, coverage_, seed, rtol, atol)
+    _validate_common(method, coverage_, seed, rtol, atol, precision)
     ba = _batch_axis(batch_axis, x.ndim)
     with contract.restored_params(params):
         return _run(_LayerTarget(layer, x), dy=dy, method=method, coverage_=coverage_,
-                    rtol=rtol, atol=atol, seed=seed, batch_axis=ba)  # fmt: skip
+                    rtol=rtol, atol=atol, seed=seed, batch_axis=ba,
+                    precision=precision)  # fmt: skip
 
 
 def _batch_axis(batch_axis: Any, ndim: int) -> int:
@@ -1277,6 +1411,7 @@ def run_vjp(
     atol: float | None,
     seed: int,
     batch_axis: int,
+    precision: str = "auto",
 ) -> Report:
     """Check ``vjp`` against ``f`` (see :func:`checks.check_vjp`)."""
     if not callable(f) or not callable(vjp):
@@ -1292,7 +1427,7 @@ def run_vjp(
         arrays.append(a)
     if not any(a.dtype.kind == "f" for a in arrays):
         raise TypeError("check_vjp needs at least one real floating input")
-    _validate_common(method, coverage_, seed, rtol, atol)
+    _validate_common(method, coverage_, seed, rtol, atol, precision)
     target = _VjpTarget(f, vjp, arrays)
     first = next(a for a in arrays if a.dtype.kind == "f")
     ba = _batch_axis(batch_axis, first.ndim)
@@ -1302,4 +1437,4 @@ def run_vjp(
     if len(sizes) == 1:
         target.packable = set(batched)
     return _run(target, dy=dy, method=method, coverage_=coverage_, rtol=rtol, atol=atol,
-                seed=seed, batch_axis=ba)  # fmt: skip
+                seed=seed, batch_axis=ba, precision=precision)  # fmt: skip

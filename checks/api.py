@@ -28,6 +28,7 @@ def check_layer(
     atol: float | None = None,
     seed: int = 0,
     batch_axis: int = 0,
+    precision: str = "auto",
 ) -> Report:
     """Check a layer's backward pass against finite differences of its forward pass.
 
@@ -53,6 +54,12 @@ def check_layer(
         The only source of randomness (``dy``, samples, directions, probes).
     batch_axis : int
         Axis of ``x`` (and of the output) holding independent samples.
+    precision : {"auto", "native"}
+        ``auto`` computes the finite differences of a float32 (or float16) layer in float64
+        when a probe shows its forward follows float64 copies of ``x`` and the parameters
+        (same outputs, no internal cast); backward still runs in the layer's dtype and keeps
+        that dtype's tolerance for the analytic side. ``native`` perturbs and evaluates in the
+        layer's own dtype. ``report.precision`` says which was used and why.
 
     Returns
     -------
@@ -109,7 +116,7 @@ def check_layer(
     """
     return _runner.run_layer(
         layer, x, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol, seed=seed,
-        batch_axis=batch_axis,
+        batch_axis=batch_axis, precision=precision,
     )  # fmt: skip
 
 
@@ -124,6 +131,7 @@ def check_vjp(
     atol: float | None = None,
     seed: int = 0,
     batch_axis: int = 0,
+    precision: str = "auto",
 ) -> Report:
     """Check a vector-Jacobian product ``vjp`` against finite differences of ``f``.
 
@@ -136,7 +144,7 @@ def check_vjp(
         non-floating inputs, which are not checked).
     *inputs : ndarray
         Real floating inputs are checked, reported as ``"inputs[i]"``.
-    dy, method, coverage, rtol, atol, seed, batch_axis
+    dy, method, coverage, rtol, atol, seed, batch_axis, precision
         As in :func:`check_layer`. Inputs are packed along ``batch_axis`` only when they all
         share its size there and the independence probe passes.
 
@@ -158,5 +166,5 @@ def check_vjp(
     """
     return _runner.run_vjp(
         f, vjp, inputs, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol,
-        seed=seed, batch_axis=batch_axis,
+        seed=seed, batch_axis=batch_axis, precision=precision,
     )  # fmt: skip

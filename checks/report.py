@@ -21,6 +21,7 @@ A single object::
       "n_evals": int,           # forward calls made by the numerical part
       "elapsed": float,         # seconds
       "batching": str,          # how perturbations of x were evaluated
+      "precision": str,         # float type of the finite differences, and why
       "problems": [str],        # contract / NaN findings, one line each
       "kinks": [[tensor_name, [i0, i1, ...]]],
       "reproduce": str,         # one-line reproduction
@@ -241,6 +242,11 @@ class Report:
     batching : str
         How perturbations of ``x`` were evaluated (packed along ``batch_axis`` or one call per
         probe, and why).
+    precision : str
+        The floating type the finite differences were computed in, and why: ``"float64
+        (...)"`` for a float32/float16 layer whose forward the precision probe showed to follow
+        float64 copies, else ``"native <dtype>"``.
+    requested_precision : str
     """
 
     ok: bool = True
@@ -257,6 +263,8 @@ class Report:
     requested_coverage: str = "auto"
     batching: str = ""
     entry: str = "check_layer"
+    precision: str = ""
+    requested_precision: str = "auto"
 
     def tensor(self, name: str) -> TensorReport:
         """The :class:`TensorReport` called ``name`` (KeyError naming the choices otherwise)."""
@@ -268,9 +276,14 @@ class Report:
     @property
     def reproduce(self) -> str:
         """A one-line reproduction of this check."""
+        extra = (
+            f", precision={self.requested_precision!r}"
+            if self.requested_precision != "auto"
+            else ""
+        )
         return (
             f"{self.entry}({self.layer_name or 'layer'}, ..., seed={self.seed}, "
-            f"method={self.requested_method!r}, coverage={self.requested_coverage!r})"
+            f"method={self.requested_method!r}, coverage={self.requested_coverage!r}{extra})"
         )
 
     def __str__(self) -> str:
@@ -296,6 +309,7 @@ class Report:
             "n_evals": int(self.n_evals),
             "elapsed": float(self.elapsed),
             "batching": self.batching,
+            "precision": self.precision,
             "problems": list(self.problems),
             "kinks": [[n, list(i)] for n, i in self.kinks],
             "reproduce": self.reproduce,

@@ -8,11 +8,11 @@ value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["DTYPE_TABLE", "DtypeRule", "rule_for", "tolerance"]
+__all__ = ["DTYPE_TABLE", "DtypeRule", "promoted", "rule_for", "tolerance"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class DtypeRule:
         (float32) errors the checker must catch.
     complex_dtype : numpy dtype
         The complex type the complex step evaluates in.
+    analytic_eps : float, optional
+        Epsilon of the analytic gradient's own rounding when it differs from ``eps`` (a float32
+        layer whose numerical side is evaluated in float64; see :func:`promoted`).
     """
 
     eps: float
@@ -49,6 +52,7 @@ class DtypeRule:
     analytic_rounding: float
     analytic_relative: float
     complex_dtype: type[np.complexfloating]
+    analytic_eps: float | None = None
 
 
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -113,6 +117,22 @@ def rule_for(*dtypes: np.dtype) -> DtypeRule:
     return best if best is not None else DTYPE_TABLE[np.dtype(np.float64)]
 
 
+def promoted(native: DtypeRule) -> DtypeRule:
+    """The rule for a layer of ``native`` precision whose forward is evaluated in float64.
+
+    Steps, rounding and the complex type are float64's (the finite differences are computed
+    in float64); the allowances for the analytic gradient (its rounding, its relative error)
+    stay those of the layer's own dtype, since backward still runs in it.
+    """
+    f64 = DTYPE_TABLE[np.dtype(np.float64)]
+    return replace(
+        f64,
+        analytic_rounding=native.analytic_rounding,
+        analytic_relative=native.analytic_relative,
+        analytic_eps=native.eps,
+    )
+
+
 def tolerance(
     numerical: np.ndarray,
     error_estimate: np.ndarray,
@@ -167,14 +187,17 @@ def tolerance(
     if floor is None:
         finite_mag = magnitude[np.isfinite(magnitude)]
         floor = float(finite_mag.max()) if finite_mag.size else 0.0
+    a_eps = rule.eps if rule.analytic_eps is None else rule.analytic_eps
     tol = (
         rule.safety * error_estimate
-        + rule.analytic_rounding * rule.eps * (magnitude + floor)
+        + rule.analytic_rounding * a_eps * (magnitude + floor)
         + rule.analytic_relative * np.abs(numerical)
     )
     text = (
         f"estimated: {rule.safety:g} x error estimate (truncation + rounding) "
         f"+ {rule.analytic_rounding:g} eps (|dy|.|dy/dt| + floor) "
-        f"+ {rule.analytic_relative:g} |numerical|, eps={rule.eps:.2g}"
+        f"+ {rule.analytic_relative:g} |numerical|, eps={a_eps:.2g}"
     )
+    if rule.analytic_eps is not None:
+        text += f" (analytic side; numerical side evaluated in float64, eps={rule.eps:.2g})"
     return tol, text

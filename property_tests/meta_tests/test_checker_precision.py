@@ -1,0 +1,155 @@
+"""Issue 3, point 6: float32 layers. With ``precision="auto"`` the finite differences of a
+float32 layer are computed in float64 when a probe shows its forward follows float64 copies
+of every tensor; the analytic side keeps float32's tolerance. The probe must refuse layers
+that would make float64 differences wrong (internal casts, cached parameters, dtype checks),
+and those fall back to float32 differences (``precision="native"``, tested in
+test_checker_float32.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cnn_ref
+from checks import GradientMismatchError, check_layer, check_vjp
+from property_tests.meta_tests._tiny_layers import Planted, conv, typical_index
+
+
+class _Dense32:
+    """y = relu(x W^T), float32 parameters; ``variant`` plants a precision trap."""
+
+    def __init__(self, variant: str, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {"W": (rng.standard_normal((6, 8)) / 3).astype(np.float32)}
+        self.grads: dict[str, np.ndarray] = {}
+        self.variant = variant
+        self._W = self.params["W"]  # the "cached" variant reads this, not params
+
+    def _w(self) -> np.ndarray:
+        return self._W if self.variant == "cached" else self.params["W"]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.variant == "strict" and x.dtype != np.float32:
+            raise TypeError(f"expected float32 input, got {x.dtype}")
+        w = self._w()
+        if self.variant == "downcast":  # computes in float32 whatever it is given
+            x, w = x.astype(np.float32), w.astype(np.float32)
+        self.x = x
+        u = x @ w.T
+        self.mask = u > 0
+        y = u * self.mask
+        if self.variant == "float32_out":
+            y = y.astype(np.float32)
+        elif self.variant == "downcast":
+            y = y.astype(np.float64)  # float64 out, float32 inside
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        du = (dy * self.mask).astype(np.float32)
+        self.grads["W"] = (du.T @ self.x.astype(np.float32)).astype(np.float32)
+        return (du @ self._w().astype(np.float32)).astype(np.float32)
+
+
+def _x(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((5, 8)).astype(np.float32)
+
+
+def test_a_float32_layer_that_follows_float64_copies_is_differenced_in_float64():
+    rep = check_layer(_Dense32("plain"), _x())
+    assert rep.precision.startswith("float64")
+    assert all(t.dtype == "float32" for t in rep.tensors)  # the caller's dtypes, not float64
+    assert "numerical side evaluated in float64" in rep.tensors[0].tolerance_rule
+    assert json.loads(rep.to_json())["precision"] == rep.precision
+
+
+@pytest.mark.parametrize(
+    ("variant", "why"),
+    [
+        ("strict", "forward failed on float64 copies"),
+        ("float32_out", "returned float32"),
+        ("cached", "did not follow a float64 W"),
+        ("downcast", "rounds x to its own dtype inside"),
+    ],
+)
+def test_the_probe_refuses_layers_that_float64_differences_would_misjudge(variant, why):
+    layer = _Dense32(variant)
+    rep = check_layer(layer, _x())  # a correct layer: passes in its own precision
+    assert rep.precision.startswith("native float32") and why in rep.precision
+    assert layer.params["W"].dtype == np.float32
+
+
+def test_a_cached_parameter_would_be_a_false_alarm_if_promoted():
+    """Why the probe perturbs each tensor: differencing float64 copies that forward never
+    reads gives a zero gradient for W."""
+    layer = _Dense32("cached")
+    rep = check_layer(layer, _x(), precision="native")
+    assert rep.ok and rep.tensor("W").numerical.any()
+
+
+def test_the_layer_gets_its_own_arrays_back_after_a_promoted_check_also_when_it_fails():
+    layer = conv(np.random.default_rng(2), 3, 4, 3, dtype=np.float32)
+    before = dict(layer.params)
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    check_layer(layer, x)
+    assert all(layer.params[k] is before[k] for k in before)
+    bad = Planted(layer, "K", (0, 0, 1, 1), 0.05)
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(bad, x)
+    assert ei.value.report.precision.startswith("float64")
+    assert all(layer.params[k] is before[k] and v.dtype == np.float32 for k, v in before.items())
+
+
+@pytest.mark.parametrize("tensor", ["x", "K", "b"])
+def test_a_one_percent_error_is_caught_under_promotion(tensor):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    dy = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    ref = conv(np.random.default_rng(2), 3, 4, 3, dtype=np.float32)
+    dx = ref.forward(x) is not None and ref.backward(dy)
+    idx = typical_index(dx if tensor == "x" else ref.grads[tensor], rng)
+    layer = Planted(conv(np.random.default_rng(2), 3, 4, 3, dtype=np.float32), tensor, idx, 0.01)
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(layer, x, dy=dy)
+    assert ei.value.report.precision.startswith("float64")
+    assert ei.value.report.tensor(tensor).mismatch[idx]
+
+
+def test_a_large_float32_relu_conv_that_float32_differences_cannot_resolve():
+    """x (8, 8, 32, 32), K (16, 8, 3, 3): a bias element moves 14400 ReLU outputs, so even the
+    h/64 stencil of float32 differences holds a kink while the rounding is already ~1 % of
+    the derivative. Natively, seeds 0, 3 and 6 of 0-9 failed (b[11] by 4 %, one projection
+    each of x and K); differenced in float64 the step is 1e-3 of float32's."""
+    rng = np.random.default_rng(0)
+    layer = cnn_ref.Conv2D(8, 16, 3, activation="relu", seed=0, dtype=np.float32)
+    x = rng.standard_normal((8, 8, 32, 32)).astype(np.float32)
+    with pytest.raises(GradientMismatchError):
+        check_layer(layer, x, seed=0, precision="native")
+    rep = check_layer(layer, x, seed=0)
+    assert rep.ok and rep.precision.startswith("float64")
+
+
+def test_check_vjp_promotes_float32_inputs_too():
+    def f(a, b):
+        return np.maximum(a * b, 0)
+
+    def vjp(dy, a, b):
+        m = (a * b > 0).astype(a.dtype)
+        return (dy * m * b).astype(a.dtype), (dy * m * a).astype(b.dtype)
+
+    rng = np.random.default_rng(4)
+    a, b = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    rep = check_vjp(f, vjp, a, b)
+    assert rep.precision.startswith("float64")
+    assert [t.dtype for t in rep.tensors] == ["float32", "float32"]
+
+
+def test_float64_layers_are_native_and_precision_is_validated():
+    layer = conv(np.random.default_rng(0), 2, 2, 3)
+    x = np.random.default_rng(1).standard_normal((1, 2, 5, 5))
+    assert check_layer(layer, x).precision == "native float64"
+    rep = check_layer(layer, x, precision="native")
+    assert "precision='native'" in rep.reproduce
+    with pytest.raises(ValueError, match="precision must be one of"):
+        check_layer(layer, x, precision="float64")
