@@ -168,6 +168,7 @@ class Setup(NamedTuple):
     make: Callable[[], tuple[Any, np.ndarray]]
     tensor: str  # "x" or a parameter name: where the single wrong element is planted
     target: float  # issue 3: 1e-6 smooth float64, 1e-4 kink-bearing, 1e-2 float32
+    precision: str = "auto"  # "native": float32 layers differenced in float32
 
 
 #: The layers the detection threshold is measured on.
@@ -179,6 +180,7 @@ SENSITIVITY_SETUPS: list[Setup] = [
     Setup("auto (ReLU conv, kinks)", "auto", _relu_conv, "K", 1e-4),
     Setup("auto (MaxPool2D dx, kinks)", "auto", _maxpool, "x", 1e-4),
     Setup("auto (float32 tanh conv)", "auto", _float32_conv, "K", 1e-2),
+    Setup("native float32 (tanh conv)", "auto", _float32_conv, "K", 1e-2, "native"),
 ]
 
 
@@ -192,7 +194,9 @@ def _caught(setup: Setup, rel: float) -> bool:
         corrupt = _set_grad(setup.tensor, _one_element(setup.tensor, rel))
     layer = Mutant(base, corrupt, f"d{setup.tensor} x (1 + {rel:.1e})")
     try:
-        _check_layer()(layer, x, method=setup.method, coverage="full", seed=0)
+        _check_layer()(
+            layer, x, method=setup.method, coverage="full", seed=0, precision=setup.precision
+        )
     except GradcheckError:
         return True
     return False

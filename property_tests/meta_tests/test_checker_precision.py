@@ -117,7 +117,7 @@ def test_a_one_percent_error_is_caught_under_promotion(tensor):
 
 
 def test_a_large_float32_relu_conv_that_float32_differences_cannot_resolve():
-    """x (8, 8, 32, 32), K (16, 8, 3, 3): a bias element moves 14400 ReLU outputs, so even the
+    """x (8, 8, 32, 32), K (16, 8, 3, 3): a bias element moves 7200 ReLU outputs, so even the
     h/64 stencil of float32 differences holds a kink while the rounding is already ~1 % of
     the derivative. Natively, seeds 0, 3 and 6 of 0-9 failed (b[11] by 4 %, one projection
     each of x and K); differenced in float64 the step is 1e-3 of float32's."""
