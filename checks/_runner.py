@@ -1118,8 +1118,8 @@ def _promotion(
             big = (t.astype(np.float64) + _PROMOTE_STEP * scale * v).astype(t.dtype)
             native = target.eval_replace(name, big, what).astype(np.float64)
             probes.append((name, big, v, scale, native))
-    except GradcheckError as exc:
-        raise LayerContractError(str(exc)) from exc.__cause__
+    except GradcheckError:  # the layer's own failure surfaces in the numerical part, if at all
+        return None, "forward failed on a perturbed copy in the precision probe"
     target.promote()
     try:
         y_p = target.working_forward(what)
@@ -1249,10 +1249,7 @@ def _run(
     least = max((np.dtype(d) for d in (*dtypes.values(), y.dtype)), key=lambda d: np.finfo(d).eps)
     report.precision = f"native {least}"
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
-        try:
-            y_p, why = _promotion(target, y, rng, rule)
-        except LayerContractError as exc:
-            raise fail(LayerContractError, str(exc)) from exc.__cause__
+        y_p, why = _promotion(target, y, rng, rule)
         if y_p is not None:
             y_num, rule = y_p, tolerances.promoted(rule)
             report.precision = f"float64 ({why})"
