@@ -12,10 +12,34 @@ ceil(log2 g)`` code probes: probe ``b`` perturbs the members whose index in the 
 complement probes (bit ``b`` clear) verify the reading, since a single-source output answers
 exactly one of each pair (tied maxima, ``max(p + h, q) == max(p, q + h)``, answer both). An
 output that responds to a subset of the group differently from the whole group, responds to
-a code probe but not to the whole group, or moves under another stencil point without a
-source, proves the footprints overlap; that group then falls back to one perturbation per
-element. A grouping (a lattice period, or grouping parameters along their first axis) is
-first tried on one group and used only when that trial shows no overlap.
+a code probe but not to the whole group, or moves under a stencil point without a source,
+proves the footprints overlap; that group then falls back to one perturbation per element. A
+grouping (a lattice period, or grouping parameters along their first axis) is first tried on
+one group and used only when that trial shows no overlap.
+
+The real methods take their code probes (and complements) at ``+2h`` and again at ``-2h``,
+each against the whole group moved by the same step: an output's source is read at ``+2h``
+where it moves at ``+2h``, at ``-2h`` where it moves at ``-2h``, and the two readings must
+agree where both apply. Probes at ``+h`` alone (as before) left every output that moves at
+``-h`` or ``+-2h`` but not at ``+h`` without a source: a ReLU pre-activation that crosses 0
+only on the negative side or only between ``h`` and ``2h``, a max that changes hands there.
+That made the whole group a conflict, and on a float32 ReLU conv (4 -> 8 maps, 3x3, 16x16
+inputs, ~28 members per group) every group at every step fell back, so grouping cost more
+than it saved. Along the stencil's line a ReLU of an affine map (any monotone function of one)
+is monotone, so an output that moves at ``+h`` also moves at ``+2h`` and one that moves at
+``-h`` also at ``-2h``; a convex (or concave) output, such as a max-pool of such ReLUs, that
+moves at neither ``+-2h`` does not move at ``+-h`` either. Every output that moves is then
+read at one or both of ``+-2h``; an output that moves at some stencil point and is read at
+neither (a non-monotone output that returns to its value at ``+-2h``) is still a conflict. The
+readings also *verify* the footprints at two stencil points instead of one: a max-pool whose
+windows are shared by two members (a 3x3 conv and 2x2 pool grouped with period 3) passed the
+``+h`` checks while the max changed hands at ``-2h``, and the member read at ``+h`` was
+credited with the other member's change (one-sided slopes at ``-2h`` up to 3e4 times their
+rounding noise off those of single perturbations, 133 of 1e5 slopes, in 40 float32 ReLU convs
+3 -> 4 maps on 2x3x8x8 inputs, each followed by a 2x2 max-pool). Checked at ``+-2h`` such
+groups fall back. The price is ``2 B`` more real copies per group (:func:`worth_grouping`
+counts them). The complex step, with its single ``+h`` evaluation, and :func:`trial_overlaps`
+keep the code probes at ``+h``.
 
 Notes
 -----
@@ -23,13 +47,14 @@ With disjoint footprints ``y_j`` depends on the group only through its source ``
 perturbed output equals the one of perturbing ``s(j)`` alone, bit for bit up to the blocking
 of the linear algebra, for any nonlinear layer: the per-element differences
 ``r_i = sum_{j: s(j) = i} dy_j (y_j^+ - y_j)`` are exactly those of single perturbations.
-Outputs that move by less than ``4 eps |y_j|`` are not attributed. What they leave out of the
-numerators is not always below the rounding already in the error estimate (that counts only
-the attributed outputs; a float32 max-pool after a ReLU conv lost 0.9 % of a small element of
-dx this way), so ``sum_j |dy_j| |y_j^+ - y_j|`` over the unattributed outputs of a sample is
-added to the numerator noise of every member of the group in that sample (the complex step,
-which has no such noise floor, sends a group with any unattributed imaginary part to the
-fallback instead).
+Outputs that move by less than ``4 eps |y_j|`` at each probe point are not attributed (and
+with no conflict they move by less than that at every stencil point). What they leave out of
+the numerators is not always below the rounding already in the error estimate (that counts
+only the attributed outputs; a float32 max-pool after a ReLU conv lost 0.9 % of a small
+element of dx this way), so ``sum_j |dy_j| |y_j^+ - y_j|`` over the unattributed outputs of a
+sample, at each stencil point, is added to the numerator noise of every member of the group in
+that sample (the complex step, which has no such noise floor, sends a group with any
+unattributed imaginary part to the fallback instead).
 """
 
 from __future__ import annotations
@@ -69,15 +94,18 @@ def worth_grouping(g: int, kind: str, copy_cost: float) -> bool:
     """Whether evaluating ``g`` elements as one group costs less than one by one.
 
     Costs are in input elements pushed through forward (plus a fixed per-call overhead the
-    caller folds into ``copy_cost``). A group needs ``ceil(log2 g)`` real code probes plus its
-    stencil (for the complex step one real +h probe and one complex copy, a complex copy
-    costing ``COMPLEX_WEIGHT`` real ones, ~1.75 measured on a small cnn_ref conv) and its
-    decoding in Python (``GROUP_OVERHEAD`` elements' worth); one by one costs ``g`` times the
-    stencil. Sizes only, never timings, so the choice (and every number) is reproducible.
+    caller folds into ``copy_cost``). A group needs ``ceil(log2 g)`` real code probes and as
+    many complements at each probe point (``+2h`` and ``-2h`` for the real methods, ``+h``
+    for the complex step) plus its stencil (for the complex step one real +h copy and one
+    complex copy, a complex copy costing ``COMPLEX_WEIGHT`` real ones, ~1.75 measured on a
+    small cnn_ref conv) and its decoding in Python (``GROUP_OVERHEAD`` elements' worth); one
+    by one costs ``g`` times the stencil. Sizes only, never timings, so the choice (and every
+    number) is reproducible.
     """
     if g < 2:
         return False
-    bits = 2 * math.ceil(math.log2(g))  # code probes and their complements
+    # code probes and their complements at every probe point
+    bits = 2 * math.ceil(math.log2(g)) * len(_probe_points(kind))
     if kind == "complex":
         grouped = (bits + 1 + COMPLEX_WEIGHT) * copy_cost + GROUP_OVERHEAD
         return grouped < COMPLEX_WEIGHT * g * copy_cost
@@ -110,10 +138,24 @@ def axis0_groups(shape: tuple[int, ...]) -> list[np.ndarray]:
     return [flat[:, k] for k in range(rest)]
 
 
+def _probe_points(kind: str) -> tuple[int, ...]:
+    """Stencil indices at which a group's code probes are taken: ``+2h`` and ``-2h`` for the
+    real methods (see the module notes), ``+h`` for the complex step and the trial."""
+    if kind == "complex":
+        return (0,)
+    return (finite_diff.REAL_STENCIL.index(2.0), finite_diff.REAL_STENCIL.index(-2.0))
+
+
 def _specs_for(
     t: np.ndarray, pos: np.ndarray, kind: str, rule
 ) -> tuple[list[Spec], list[Spec], dict]:
-    """Real specs (stencil + code probes) and complex specs for one group."""
+    """Real specs (stencil + code probes) and complex specs for one group.
+
+    The real specs are the stencil points (the whole group moved; only ``+h`` for the complex
+    step), then for each probe point of :func:`_probe_points` the ``B`` code probes and their
+    ``B`` complements, the members moved by that point's own step (the same values as in the
+    stencil copy, so a single-source output repeats that copy bit for bit).
+    """
     g = pos.size
     n_bits = max(0, math.ceil(math.log2(g))) if g > 1 else 0
     tg = t[:, pos]
@@ -124,17 +166,20 @@ def _specs_for(
     for k in stencil:
         real.append((pos, vals[k]))
     codes = np.arange(g)
-    for b in range(n_bits):
-        sel = ((codes >> b) & 1).astype(bool)
-        real.append((pos[sel], vals[0][:, sel]))
-    # the complements: a single-source output answers exactly one of (code b, complement b);
-    # an output moved by two members that differ in bit b answers both or neither -- which
-    # is how tied maxima (max(p + h, q) == max(p, q + h) == max(p + h, q + h)) are caught
-    for b in range(n_bits):
-        sel = ~((codes >> b) & 1).astype(bool)
-        real.append((pos[sel], vals[0][:, sel]))
+    points = _probe_points(kind)
+    for k in points:
+        for b in range(n_bits):
+            sel = ((codes >> b) & 1).astype(bool)
+            real.append((pos[sel], vals[k][:, sel]))
+        # the complements: a single-source output answers exactly one of (code b, complement
+        # b); an output moved by two members that differ in bit b answers both or neither --
+        # which is how tied maxima (max(p + h, q) == max(p, q + h) == max(p + h, q + h)) are
+        # caught
+        for b in range(n_bits):
+            sel = ~((codes >> b) & 1).astype(bool)
+            real.append((pos[sel], vals[k][:, sel]))
     cplx: list[Spec] = []
-    info = {"n_bits": n_bits, "taken": taken, "g": g}
+    info = {"n_bits": n_bits, "taken": taken, "g": g, "points": points}
     if kind == "complex":
         hc = finite_diff.step_sizes(tg, rule.h_complex)
         cv = tg.astype(rule.complex_dtype) + 1j * hc.astype(rule.complex_dtype)
@@ -143,20 +188,50 @@ def _specs_for(
     return real, cplx, info
 
 
-def _decode(
-    bases: np.ndarray, ys: np.ndarray, n_stencil: int, n_bits: int, eps: float, g: int
+def _moved(base: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    """Outputs that moved by more than the decoding threshold ``4 eps max(|y_0|, |y|)``."""
+    return np.abs(y - base) > _ULPS * eps * np.maximum(np.abs(base), np.abs(y))
+
+
+def _read_sources(
+    base: np.ndarray,
+    full: np.ndarray,
+    code_bases: np.ndarray,
+    code_ys: np.ndarray,
+    eps: float,
+    g: int,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Sources of every output (``-1``: none) and whether the footprints overlap."""
-    base = bases[0]
-    full = ys[0]
+    """Sources read from one probe point's ``B`` code probes and ``B`` complements.
+
+    Parameters
+    ----------
+    base, full : ndarray, shape ``(M, R)``
+        The unperturbed output and the output with the whole group moved by the point's step.
+    code_bases, code_ys : ndarray, shape ``(2 B, M, R)``
+        Unperturbed output and output of every code probe, then of every complement, at the
+        same step.
+    eps : float
+        Machine epsilon of the layer's dtype (the threshold is ``4 eps max(|y_0|, |y|)``).
+    g : int
+        Members in the group.
+
+    Returns
+    -------
+    src : ndarray of int64
+        The member read for each output that moved with the whole group (0 elsewhere).
+    aff : ndarray of bool
+        The outputs that moved with the whole group.
+    conflict : bool
+        Whether some output proves that two members' footprints overlap.
+    """
+    n_bits = code_ys.shape[0] // 2
     d_full = full - base
     thr = _ULPS * eps * np.maximum(np.abs(base), np.abs(full))
     aff = np.abs(d_full) > thr
     src = np.zeros(base.shape, dtype=np.int64)
-    conflict = False
     for b in range(n_bits):
-        d_b = ys[n_stencil + b] - bases[n_stencil + b]
-        d_c = ys[n_stencil + n_bits + b] - bases[n_stencil + n_bits + b]
+        d_b = code_ys[b] - code_bases[b]
+        d_c = code_ys[n_bits + b] - code_bases[n_bits + b]
         on = np.abs(d_b) > thr
         on_c = np.abs(d_c) > thr
         if (
@@ -165,19 +240,42 @@ def _decode(
             or np.any(on & aff & (np.abs(d_b - d_full) > thr))
             or np.any(on_c & aff & (np.abs(d_c - d_full) > thr))
         ):
-            conflict = True
-            break
+            return src, aff, True
         src |= on.astype(np.int64) << b
-    if not conflict and np.any(aff & (src >= g)):
-        conflict = True
-    if not conflict:
-        for k in range(1, n_stencil):
-            yk, bk = ys[k], bases[k]
-            thr_k = _ULPS * eps * np.maximum(np.abs(bk), np.abs(yk))
-            if np.any((np.abs(yk - bk) > thr_k) & ~aff):
-                conflict = True
-                break
-    return np.where(aff, src, -1), aff, conflict
+    return src, aff, bool(np.any(aff & (src >= g)))
+
+
+def _decode(
+    bases: np.ndarray,
+    ys: np.ndarray,
+    n_stencil: int,
+    n_bits: int,
+    eps: float,
+    g: int,
+    points: Sequence[int] = (0,),
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Sources of every output (``-1``: none), which outputs have one, and whether the
+    footprints overlap.
+
+    ``points`` are the stencil indices whose step the code probes used, in the order of the
+    probes after the ``n_stencil`` stencil rows. An output's source is read at every point
+    where it moved with the whole group, and the readings must agree; an output that moved at
+    any stencil point but was read at none is a conflict.
+    """
+    src = np.full(bases.shape[1:], -1, dtype=np.int64)
+    attributed = np.zeros(bases.shape[1:], dtype=bool)
+    per = 2 * n_bits
+    for i, k in enumerate(points):
+        rows = slice(n_stencil + i * per, n_stencil + (i + 1) * per)
+        src_k, aff_k, conflict = _read_sources(bases[k], ys[k], bases[rows], ys[rows], eps, g)
+        if conflict or np.any(aff_k & attributed & (src_k != src)):
+            return src, attributed, True
+        src = np.where(aff_k, src_k, src)
+        attributed |= aff_k
+    for k in range(n_stencil):
+        if np.any(_moved(bases[k], ys[k], eps) & ~attributed):
+            return src, attributed, True
+    return src, attributed, False
 
 
 def _scatter_sum(w: np.ndarray, src: np.ndarray, g: int) -> np.ndarray:
@@ -251,7 +349,9 @@ def evaluate_groups(
             bases = bases_all[off : off + len(r_specs)].astype(np.float64, copy=False)
             off += len(r_specs)
             g = info["g"]
-            src, aff, conflict = _decode(bases, ys, n_st, info["n_bits"], rule.eps, g)
+            src, aff, conflict = _decode(
+                bases, ys, n_st, info["n_bits"], rule.eps, g, info["points"]
+            )
             if kind == "complex" and not conflict:
                 assert ys_cplx is not None
                 im = ys_cplx[gi].imag.astype(np.float64, copy=False)

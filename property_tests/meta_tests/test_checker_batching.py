@@ -3,10 +3,13 @@ independent; one call per probe otherwise (a batch-norm-like layer)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from checks import GradientMismatchError, check_layer
+import cnn_ref
+from checks import GradientMismatchError, check_layer, finite_diff, grouping, tolerances
 from property_tests.meta_tests._tiny_layers import BatchNormLike, Planted, conv
 
 
@@ -156,3 +159,166 @@ def test_a_planted_error_is_caught_inside_a_group():
         rep = ei.value.report
         assert "disjoint-footprint" in rep.batching
         assert rep.tensor(tensor).worst_index == idx and rep.tensor(tensor).n_mismatched == 1
+
+
+def _packed_run(layer, x):
+    """A :data:`checks.grouping.RunFn` over ``layer.forward`` and ``x`` flattened to
+    ``(samples, positions)``: all specs are evaluated in one call, with an unperturbed copy."""
+    m = x.shape[0]
+    xf = x.reshape(m, -1)
+
+    def run(specs, cplx):
+        assert not cplx
+        big = np.repeat(xf[None], 1 + len(specs), axis=0)
+        for i, (pos, vals) in enumerate(specs):
+            big[1 + i][:, pos] = vals
+        y = np.asarray(layer.forward(big.reshape(-1, *x.shape[1:])), dtype=np.float64)
+        y = y.reshape(1 + len(specs), m, -1)
+        return np.broadcast_to(y[0], y[1:].shape), y[1:]
+
+    return run, xf
+
+
+def _grouped_and_single(layer, x, period, step_div, seed):
+    """Richardson fields of ``x``'s lattice groups of ``period`` with the table's step divided
+    by ``step_div``, and of every element that did not fall back evaluated alone at the same
+    step. Returns ``(grouped, failed positions, single, positions evaluated both ways)``."""
+    run, xf = _packed_run(layer, x)
+    rule = tolerances.rule_for(x.dtype)
+    rule = dataclasses.replace(rule, h_central=rule.h_central / step_div)
+    y0 = np.asarray(layer.forward(x), dtype=np.float64).reshape(x.shape[0], -1)
+    dy = np.random.default_rng(seed).standard_normal(y0.shape)
+    args = ("richardson", rule, dy, float(np.mean(np.abs(y0))), 2**22, True)
+    groups = grouping.lattice_groups(x.shape[1:], period)
+    grouped, failed = grouping.evaluate_groups(run, xf, groups, *args)
+    kept = np.setdiff1d(np.concatenate(groups), failed)
+    single, s_failed = grouping.evaluate_groups(run, xf, [np.array([p]) for p in kept], *args)
+    return grouped, failed, single, np.setdiff1d(kept, s_failed)
+
+
+def _assert_same_slopes(grouped, single, kept):
+    """The one-sided slopes (steps h and 2h, both sides) of every element evaluated in a group
+    are those of perturbing it alone, up to the rounding noise the checker gives them: a
+    member credited with another member's change is off by far more."""
+    for f in ("right", "left", "right2", "left2"):
+        diff = np.abs(grouped[f][:, kept] - single[f][:, kept])
+        assert np.all(diff <= grouped["onesided_noise"][:, kept]), f
+
+
+@pytest.mark.parametrize("step_div", [1, 4, 16, 64])
+def test_relu_conv_groups_do_not_fall_back(step_div):
+    """A ReLU output that moves only at -h or +-2h (its pre-activation crosses 0 on one side,
+    or between h and 2h) has its source read at +-2h instead of making its group a conflict.
+    With code probes at +h only, most groups of this float32 conv fell back, at the table's
+    step and at the refinement steps h/4 .. h/64."""
+    rng = np.random.default_rng(0)
+    layer = cnn_ref.Conv2D(3, 8, 3, activation="relu", seed=0, dtype=np.float32)
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    grouped, failed, single, kept = _grouped_and_single(layer, x, 3, step_div, 0)
+    assert failed.size <= 0.1 * x[0].size
+    assert kept.size >= 0.9 * x[0].size
+    _assert_same_slopes(grouped, single, kept)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_members_sharing_a_max_pool_window_are_not_confused(seed):
+    """With period 3 the inputs of a 3x3 conv share 2x2 max-pool windows, whose max can change
+    hands between two members within the stencil. Such a group must fall back, or each
+    member's slopes must be its own: with code probes at +h only, a max that changed hands at
+    -2h was credited to the member read at +h."""
+    rng = np.random.default_rng(seed)
+    conv = cnn_ref.Conv2D(3, 4, 3, activation="relu", seed=seed, dtype=np.float32)
+    layer = cnn_ref.Sequential([conv, cnn_ref.MaxPool2D(2)])
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for step_div in (1, 4):
+        grouped, _, single, kept = _grouped_and_single(layer, x, 3, step_div, seed)
+        assert kept.size
+        _assert_same_slopes(grouped, single, kept)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu"])
+def test_groups_with_overlapping_footprints_fall_back(activation):
+    """Period 2 < kernel size 3: neighbouring members of every group move shared outputs, so
+    the trial reports the overlap and every group falls back to one by one (period 3, whose
+    footprints are disjoint, passes the trial)."""
+    rng = np.random.default_rng(9)
+    layer = cnn_ref.Conv2D(3, 4, 3, activation=activation, seed=9, dtype=np.float32)
+    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    run, xf = _packed_run(layer, x)
+    rule = tolerances.rule_for(x.dtype)
+    for period, overlap in ((2, True), (3, False)):
+        groups = grouping.lattice_groups(x.shape[1:], period)
+        assert grouping.trial_overlaps(run, xf, max(groups, key=len), rule) is overlap
+    grouped, failed, _, kept = _grouped_and_single(layer, x, 2, 1, 9)
+    np.testing.assert_array_equal(np.sort(failed), np.arange(xf.shape[1]))
+    assert kept.size == 0 and np.all(np.isnan(grouped["value"]))
+
+
+class _Offsets:
+    """``y = x - x0`` for a single sample ``x0`` of shape ``(1, n)`` (disjoint footprints),
+    applied to every copy of a packed batch."""
+
+    def __init__(self, x0):
+        self.x0 = x0
+
+    def offsets(self, x):
+        return (x.reshape(-1, *self.x0.shape) - self.x0).reshape(x.shape)
+
+
+class _MovesAtMinusHOnly(_Offsets):
+    """Plus one output that is 1 while ``x[k]`` lies in ``(x0 - 1.5 h, x0 - 0.5 h)``: it
+    moves at the stencil point ``-h`` and at no other, so no probe can read its source."""
+
+    def __init__(self, x0, k, h):
+        super().__init__(x0)
+        self.k, self.h = k, h
+
+    def forward(self, x):
+        d = self.offsets(x)
+        bump = (d[:, self.k] > -1.5 * self.h) & (d[:, self.k] < -0.5 * self.h)
+        return np.concatenate([d, bump[:, None].astype(d.dtype)], axis=1)
+
+
+class _SharedMax(_Offsets):
+    """Plus one output ``max(x[a] - x0[a], x0[b] - x[b])``, moved by ``a`` when the whole
+    group steps up and by ``b`` when it steps down: each side alone shows a single source."""
+
+    def __init__(self, x0, a, b):
+        super().__init__(x0)
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        d = self.offsets(x)
+        shared = np.maximum(d[:, self.a], -d[:, self.b])
+        return np.concatenate([d, shared[:, None]], axis=1)
+
+
+def _failed_positions(layer, x0, period):
+    """Positions of ``x0``'s lattice groups of ``period`` that fall back, and the groups."""
+    run, xf = _packed_run(layer, x0)
+    rule = tolerances.rule_for(x0.dtype)
+    y0 = np.asarray(layer.forward(x0), dtype=np.float64)
+    dy = np.random.default_rng(11).standard_normal(y0.shape)
+    groups = grouping.lattice_groups(x0.shape[1:], period)
+    args = ("richardson", rule, dy, float(np.mean(np.abs(y0))), 2**22, True)
+    _, failed = grouping.evaluate_groups(run, xf, groups, *args)
+    return set(failed.tolist()), groups
+
+
+def test_an_output_moving_where_no_probe_reads_it_sends_its_group_to_the_fallback():
+    x0 = np.random.default_rng(10).standard_normal((1, 12))
+    k = 4
+    h = float(finite_diff.step_sizes(x0[0, k], tolerances.rule_for(x0.dtype).h_central))
+    failed, groups = _failed_positions(_MovesAtMinusHOnly(x0, k, h), x0, 3)
+    assert failed == {int(p) for g in groups if k in g for p in g}
+
+
+def test_sources_read_differently_at_plus_and_minus_2h_are_a_conflict():
+    """Both members of the shared output are in one group; the readings at +2h and -2h each
+    pass their own checks, and only their disagreement shows the overlap (probes at +h only
+    credited the change at -h and -2h to ``a``)."""
+    x0 = np.random.default_rng(12).standard_normal((1, 12))
+    a, b = 0, 6
+    failed, groups = _failed_positions(_SharedMax(x0, a, b), x0, 3)
+    assert failed == {int(p) for g in groups if a in g for p in g}
+    assert b in failed
