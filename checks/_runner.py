@@ -449,8 +449,7 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
     y0m = np.moveaxis(ctx.y0, ba, 0).reshape(n, -1)
     dym = np.moveaxis(ctx.dy64, ba, 0).reshape(n, -1)
     per_pos = max(1, min(_CHUNK_ELEMENTS // max(1, k * n * r_out), _CHUNK_ELEMENTS // (k * n * s)))
-    fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
-              "onesided_noise", "central", "central2")  # fmt: skip
+    fields = _FD_FIELDS
     out = {f: np.full((n, s), np.nan) for f in fields}
 
     def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -527,8 +526,7 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
     k = len(stencil)
     y0 = ctx.y0.reshape(1, -1)
     dym = ctx.dy64.reshape(1, -1)
-    fields = ("value", "error", "magnitude", "left", "right", "left2", "right2",
-              "onesided_noise", "central", "central2")  # fmt: skip
+    fields = _FD_FIELDS
     out = {f: np.full(t_all.shape, np.nan) for f in fields}
 
     def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -780,11 +778,12 @@ def _refine(
     is, and a quarter of the next coarser step's unless the slopes agree to rounding (several
     kinks can mimic a curvature on one stencil, not on three; a flat stencil shows no kink,
     whatever the coarser one holds outside it). For these tests the rounding of a one-sided
-    slope is the estimate (:func:`checks.finite_diff.numerator_noise`) capped by what the
-    slopes show: twice the closer agreement of ``left`` with ``left2`` or ``right`` with
-    ``right2``, and the smallest step's spread scaled by the step ratio; never below 1/16 of
-    the estimate. A smaller noise marks more stencils non-smooth, which is the safe
-    direction: the value then comes from a finer step with its own (larger) error estimate.
+    slope is its typical size (the root-sum-square of :func:`checks.finite_diff.
+    numerator_noise`, also for a caller's ``dy``), allowed ``_SMOOTH_SAFETY`` times. A smaller
+    noise marks more stencils non-smooth, which is the safe direction: the value then comes
+    from a finer step with its own (larger) error estimate. (An earlier version used the
+    worst-case sum, ~30x too large at ~800 outputs, with ad-hoc caps; 3-5 kinks in the h/4
+    stencil then passed for a curvature: seeds 23-25 in test_checker_float32.py.)
 
     From the smallest step up, a smooth step is used when it agrees with the finer smooth
     ones (within both tolerances); the coarsest such step wins (least rounding). Where no
