@@ -623,27 +623,32 @@ def _directional(
     before the differences are combined, so the steps' rounding to the tensor's dtype does not
     enter the comparison.
     """
-    tgt = ctx.target
-    t = tgt.value(name)
-    t64 = t.astype(np.float64)
+    if kind != "complex":
+        fd = _directional_real(ctx, name, g, v, 1.0)
+        return float(np.vdot(g, v)), float(fd["value"]), float(fd["error"]), float(fd["magnitude"])
+    tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
+    tau = ctx.rule.h_complex * scale / vmax
+    arr = t.astype(ctx.rule.complex_dtype) + 1j * (tau * v).astype(ctx.rule.complex_dtype)
+    y = tgt.eval_replace(name, arr, what)
+    _check_out_shape(ctx, y, ctx.y_shape, what)
+    if not np.iscomplexobj(y):
+        raise TypeError("forward dropped the imaginary part")
+    im = y.imag.astype(np.float64)
+    num = float(np.vdot(ctx.dy64, im)) / tau
+    mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
+    out = float(np.vdot(np.abs(ctx.dy64), np.where(im != 0, np.abs(y.real), 0.0)))
+    return av, num, ctx.rule.eps * (mag + out * vmax / scale), mag
+
+
+def _direction_setup(
+    ctx: _Ctx, name: str, v: np.ndarray
+) -> tuple[_Target, np.ndarray, float, float, str]:
+    """``(target, tensor, max |v|, max(|t|, 1), label)`` for a step along ``v``."""
+    t = ctx.target.value(name)
     vmax = float(np.max(np.abs(v))) or 1.0
-    scale = max(1.0, float(np.max(np.abs(t64))) if t64.size else 1.0)
-    what = f"along a random direction in {name}"
-    if kind == "complex":
-        tau = ctx.rule.h_complex * scale / vmax
-        arr = t.astype(ctx.rule.complex_dtype) + 1j * (tau * v).astype(ctx.rule.complex_dtype)
-        y = tgt.eval_replace(name, arr, what)
-        _check_out_shape(ctx, y, ctx.y_shape, what)
-        if not np.iscomplexobj(y):
-            raise TypeError("forward dropped the imaginary part")
-        im = y.imag.astype(np.float64)
-        num = float(np.vdot(ctx.dy64, im)) / tau
-        mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
-        out = float(np.vdot(np.abs(ctx.dy64), np.where(im != 0, np.abs(y.real), 0.0)))
-        return av, num, ctx.rule.eps * (mag + out * vmax / scale), mag
-    fd = _directional_real(ctx, name, g, v, 1.0)
-    return av, float(fd["value"]), float(fd["error"]), float(fd["magnitude"])
+    scale = max(1.0, float(np.max(np.abs(t))) if t.size else 1.0)
+    return ctx.target, t, vmax, scale, f"along a random direction in {name}"
 
 
 def _directional_real(
@@ -651,13 +656,9 @@ def _directional_real(
 ) -> dict[str, np.ndarray]:
     """Richardson along ``v`` with the table's step divided by ``step_div``: every field of
     :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back)."""
-    tgt = ctx.target
-    t = tgt.value(name)
+    tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     t64 = t.astype(np.float64)
     av = float(np.vdot(g, v))
-    vmax = float(np.max(np.abs(v))) or 1.0
-    scale = max(1.0, float(np.max(np.abs(t64))) if t64.size else 1.0)
-    what = f"along a random direction in {name}"
     tau = ctx.rule.h_central * scale / vmax / step_div
     ys = []
     rs = []
