@@ -37,6 +37,7 @@ __all__ = ["UsageError", "load_target", "main", "parse_shape"]
 
 METHODS = ("auto", "central", "richardson", "complex")
 COVERAGES = ("auto", "full", "sampled", "projected")
+PRECISIONS = ("auto", "native")
 DTYPES = ("float64", "float32")
 
 
@@ -174,6 +175,12 @@ def _build_parser() -> _Parser:
     layer.add_argument("--dtype", choices=DTYPES, default="float64")
     layer.add_argument("--method", choices=METHODS, default="auto")
     layer.add_argument("--coverage", choices=COVERAGES, default="auto")
+    layer.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: difference float32 layers in float64 when a probe allows (default)",
+    )
     layer.add_argument("--seed", type=int, default=0, help="seed of x, dy and sampling")
     layer.add_argument("--rtol", type=float, default=None, help="override the derived tolerance")
     layer.add_argument("--atol", type=float, default=None, help="override the derived tolerance")
@@ -290,6 +297,7 @@ def _run_layer(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "method": args.method,
         "coverage": args.coverage,
+        "precision": args.precision,
         "seed": args.seed,
         "rtol": args.rtol,
         "atol": args.atol,

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-_DEFAULT_KEYS = ("dy", "method", "coverage", "rtol", "atol", "seed", "batch_axis")
+_DEFAULT_KEYS = ("dy", "method", "coverage", "rtol", "atol", "seed", "batch_axis", "precision")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -70,7 +70,7 @@ def test_a_float32_layer_that_follows_float64_copies_is_differenced_in_float64()
         ("strict", "forward failed on float64 copies"),
         ("float32_out", "returned float32"),
         ("cached", "did not follow a float64 W"),
-        ("downcast", "rounds x to its own dtype inside"),
+        ("downcast", "computes part of x's effect in its own dtype"),
     ],
 )
 def test_the_probe_refuses_layers_that_float64_differences_would_misjudge(variant, why):
@@ -153,3 +153,81 @@ def test_float64_layers_are_native_and_precision_is_validated():
     assert "precision='native'" in rep.reproduce
     with pytest.raises(ValueError, match="precision must be one of"):
         check_layer(layer, x, precision="float64")
+
+
+class _PartialCast:
+    """Correct: ``y = x W + float32(x)^2 b``; the squared term is computed in float32 whatever
+    the input (a float32 scratch buffer). Promoted, its float32 steps looked like a 3-17 %
+    error in dx at float64's step (found in review)."""
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {
+            "W": rng.standard_normal(6).astype(np.float32),
+            "b": rng.standard_normal(6).astype(np.float32),
+        }
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        sq = np.zeros(x.shape, np.float32)
+        sq[:] = x.astype(np.float32) ** 2
+        return x * self.params["W"] + sq * self.params["b"]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x, w, b = self.x, self.params["W"], self.params["b"]
+        self.grads["W"] = (dy * x).sum(axis=0)
+        self.grads["b"] = (dy * x.astype(np.float32) ** 2).sum(axis=0)
+        return dy * w + dy * 2 * x.astype(np.float32) * b
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_layer_computing_part_of_its_output_in_float32_is_not_promoted(seed):
+    x = np.random.default_rng(100 + seed).standard_normal((4, 6)).astype(np.float32)
+    rep = check_layer(_PartialCast(seed), x, seed=seed)
+    assert rep.precision.startswith("native float32") and "in its own dtype" in rep.precision
+
+
+class _MaxNorm:
+    """Forward rescales W in place when its norm exceeds 1 (a contract breach); W's norm is
+    within float32 rounding below 1, so even float64-sized steps trigger it (promoted, the
+    breach hit the float64 copies and went unseen until the copies were compared too)."""
+
+    def __init__(self) -> None:
+        w = np.random.default_rng(0).standard_normal((3, 4))
+        w = (w / np.sqrt((w**2).sum())).astype(np.float32)
+        while np.sqrt((w.astype(np.float64) ** 2).sum()) > 1.0:
+            w = (w * np.float32(0.9999999)).astype(np.float32)
+        self.params = {"W": w}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        w = self.params["W"]
+        n = np.sqrt((w.astype(np.float64) ** 2).sum())
+        if n > 1.0:
+            w *= 1.0 / n
+        self.x = x
+        return x @ w.T
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        self.grads["W"] = dy.T @ self.x
+        return dy @ self.params["W"]
+
+
+@pytest.mark.parametrize("precision", ["auto", "native"])
+def test_a_layer_mutating_its_float64_copies_breaks_the_contract(precision):
+    from checks import LayerContractError
+
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(LayerContractError, match="mutated W during the numerical"):
+        check_layer(_MaxNorm(), x, precision=precision)
+
+
+def test_a_refused_promotion_leaves_the_run_identical_to_native():
+    """The probe draws from its own generator: same samples, directions and verdicts."""
+    x = np.random.default_rng(2).standard_normal((4, 6)).astype(np.float32)
+    auto = check_layer(_PartialCast(0), x, seed=3, coverage="sampled")
+    native = check_layer(_PartialCast(0), x, seed=3, coverage="sampled", precision="native")
+    for a, n in zip(auto.tensors, native.tensors, strict=True):
+        np.testing.assert_array_equal(a.checked, n.checked)
+        np.testing.assert_array_equal(a.numerical, n.numerical)
