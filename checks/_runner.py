@@ -592,7 +592,8 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
         for f in fields:
             v = getattr(fd, f)
             if v is not None:
-                out[f][rows] = v
+                # a 0-d tensor has one element and no index arrays to scatter with
+                out[f][rows] = v if t_all.ndim else v.reshape(())
     return out
 
 
@@ -1113,8 +1114,9 @@ def _promotion(
     float64 difference quotients along one direction at steps ``_PROMOTE_MID`` (a few float32
     ulps) and ``_PROMOTE_TINY`` (below one, far above float64's) agree output by output to
     ``_PROMOTE_AGREE`` (a part of forward computed in float32 moves in float32 ulps: its
-    share of the quotient is missing at the tiny step and coarse at the mid one). A ReLU kink within the mid step of ``t``
-    also fails the last probe; the check then stays native, which is safe.
+    share of the quotient is missing at the tiny step and coarse at the mid one). A ReLU
+    kink within the mid step of ``t`` also fails the last probe; the check then stays
+    native, which is safe.
     """
     y64 = y.astype(np.float64)
     ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0

@@ -148,3 +148,21 @@ def test_check_vjp_scalar_output_and_integer_inputs():
         idx,
     )
     assert [t.name for t in rep.tensors] == ["inputs[0]"]  # the integer index is not checked
+
+
+@pytest.mark.parametrize("method", ["auto", "central", "richardson", "complex"])
+def test_a_0d_input_is_checked_and_a_wrong_gradient_for_it_caught(method):
+    """check_vjp on a scalar input crashed while storing its one element (found in review)."""
+
+    def f(a, b):
+        return np.maximum(a * b, 0)
+
+    def vjp(dy, a, b, scale=1.0):
+        m = a * b > 0
+        return np.asarray(scale * np.sum(dy * b * m)), dy * a * m
+
+    a, b = np.array(1.5), np.array([1.0, -2.0, 3.0])
+    rep = check_vjp(f, vjp, a, b, method=method)
+    assert rep.tensor("inputs[0]").n_checked == 1
+    with pytest.raises(GradientMismatchError):
+        check_vjp(f, lambda dy, a, b: vjp(dy, a, b, 1.01), a, b, method=method)
