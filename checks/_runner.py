@@ -343,6 +343,7 @@ def _reduce(
     eps: float,
     kind: str,
     dy_random: bool = False,
+    resolution: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, ...]:
     """Reduce outputs ``y`` (P, K, M, R) of perturbed evaluations to the numbers FD needs.
 
@@ -362,11 +363,11 @@ def _reduce(
     y = y.astype(np.float64, copy=False)
     r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
     mags, noises, typical = [], [], []
-    for a, b in ((0, 1), (2, 3)):
+    for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
         ya, yb = y[:, a], y[:, b]
         mags.append(np.einsum("pmr,mr->pm", np.abs(ya - yb), ady))
         nz, ty = finite_diff.numerator_noise(
-            ya, yb, dy64, ybar, eps, lambda w: w.sum(axis=-1), dy_random=dy_random
+            ya, yb, dy64, ybar, eps, lambda w: w.sum(axis=-1), dy_random=dy_random, resolution=res
         )
         noises.append(nz)
         typical.append(ty)
@@ -514,12 +515,15 @@ def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, n
             im, ab, ore = _reduce(
                 y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random
             )
-            fd = finite_diff.combine_complex(im.T, ab.T, h, ctx.rule.eps, ore.T, t)
+            fd = finite_diff.combine_complex(
+                im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
+            )
         else:
             base = y[0].astype(np.float64)
             r, mag, noise, typ = _reduce(
-                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random
-            )
+                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random,
+                finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
+            )  # fmt: skip
             fd = finite_diff.combine_real(
                 r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1), noise.transpose(0, 2, 1),
                 method=kind, typical_num=typ.transpose(0, 2, 1),
@@ -583,9 +587,14 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
                 ys[j, q, 0] = y.reshape(-1)
         if kind == "complex":
             im, ab, ore = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
-            fd = finite_diff.combine_complex(im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t)
+            fd = finite_diff.combine_complex(
+                im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t, forward_eps=ctx.rule.analytic_eps
+            )
         else:
-            r, mag, noise, typ = _reduce(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
+            res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
+            r, mag, noise, typ = _reduce(
+                ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random, res
+            )
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
                                           method=kind, typical_num=typ[:, :, 0])  # fmt: skip
         rows = tuple(idxs[start : start + per_group].T)
@@ -653,7 +662,8 @@ def _directional(
     num = float(np.vdot(ctx.dy64, im)) / tau
     mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
     out = float(np.vdot(np.abs(ctx.dy64), np.where(im != 0, np.abs(y.real), 0.0)))
-    return av, num, ctx.rule.eps * (mag + out * vmax / scale), mag
+    f_eps = ctx.rule.eps if ctx.rule.analytic_eps is None else ctx.rule.analytic_eps
+    return av, num, ctx.rule.eps * mag + f_eps * out * vmax / scale, mag
 
 
 def _direction_setup(
@@ -742,6 +752,14 @@ def _judge(
     return tol, mask & ~ok & np.isfinite(fd["value"]) & np.isfinite(a), text
 
 
+def _truncation_dominated(fd: dict[str, np.ndarray]) -> np.ndarray:
+    """``|D(h) - D(2h)|`` well above the rounding of a one-sided slope: a curvature or a kink
+    inside the stencil, worth a smaller step (the error estimate's other parts, such as a
+    promoted run's forward resolution, do not shrink with the step)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(fd["central"] - fd["central2"]) > 3.5 * fd["onesided_noise"]
+
+
 def _refine(
     ctx: _Ctx,
     name: str,
@@ -810,7 +828,7 @@ def _refine(
     so the hull lies in the Clarke subdifferential of the neighbourhood.
     """
     with np.errstate(invalid="ignore"):
-        cand = sel & np.isfinite(fd["value"]) & (bad | (fd["error"] > 4.0 * fd["onesided_noise"]))
+        cand = sel & np.isfinite(fd["value"]) & (bad | _truncation_dominated(fd))
     if cand.sum() > _REFINE_MAX:
         with np.errstate(invalid="ignore", divide="ignore"):
             score = np.where(bad, np.inf, fd["error"] / np.abs(fd["value"]))
@@ -1029,9 +1047,7 @@ def _projection(
         fd["value"], fd["error"], fd["magnitude"], ctx.rule, rtol=ctx.rtol, atol=ctx.atol
     )
     with np.errstate(invalid="ignore"):
-        suspect = not abs(av - float(fd["value"])) <= float(ptol) or bool(
-            fd["error"] > 4.0 * fd["onesided_noise"]
-        )
+        suspect = not abs(av - float(fd["value"])) <= float(ptol) or bool(_truncation_dominated(fd))
     if not suspect:
         return av, float(fd["value"]), float(ptol), False
     levels = [fd] + [_directional_real(ctx, name, a, v, s) for s in _REFINE_SCALES]

@@ -43,6 +43,7 @@ __all__ = [
     "FDResult",
     "combine_complex",
     "combine_real",
+    "forward_resolution",
     "numerator_noise",
     "perturbed_values",
     "step_sizes",
@@ -131,6 +132,7 @@ def numerator_noise(
     total: Callable[[np.ndarray], np.ndarray],
     *,
     dy_random: bool,
+    resolution: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Estimated rounding error of the numerator ``<dy, ya - yb>``.
 
@@ -149,6 +151,11 @@ def numerator_noise(
         scatter by source for grouped elements).
     dy_random : bool
         ``dy`` is a Gaussian draw independent of the layer (the checker's own).
+    resolution : float
+        Adds ``resolution * sum_j |dy_j| G_j`` to ``guarded``: for a float32 layer differenced
+        in float64, ``forward_eps * width / max(|t|, 1)``, so that divided by the stencil width
+        it is the float32 resolution of the forward values a backward reuses (a saturated
+        ``1 - sigmoid`` is exactly 0 in float32, ~1e-9 in float64), as the complex step has.
 
     Returns
     -------
@@ -163,9 +170,21 @@ def numerator_noise(
     """
     g = np.where(ya != yb, np.maximum(np.maximum(np.abs(ya), np.abs(yb)), ybar), 0.0)
     adg = np.abs(dy) * g
-    bound = eps * total(adg)
+    terms = total(adg)
+    bound = eps * terms
     typical = np.minimum(bound, RSS_FACTOR * eps * np.sqrt(total(adg * adg)))
-    return (typical if dy_random else bound), typical
+    guarded = typical if dy_random else bound
+    if resolution:
+        guarded = guarded + resolution * terms
+    return guarded, typical
+
+
+def forward_resolution(rule_h: float, forward_eps: float | None) -> tuple[float, float]:
+    """``resolution`` of :func:`numerator_noise` for the h and 2h numerators (widths ``2 h``
+    and ``4 h`` with ``h = rule_h max(|t|, 1)``); zero unless ``forward_eps`` is given."""
+    if forward_eps is None:
+        return 0.0, 0.0
+    return 2.0 * rule_h * forward_eps, 4.0 * rule_h * forward_eps
 
 
 def combine_real(
@@ -244,6 +263,7 @@ def combine_complex(
     eps: float,
     out_num: np.ndarray | None = None,
     t: np.ndarray | None = None,
+    forward_eps: float | None = None,
 ) -> FDResult:
     """Complex-step derivative ``Im phi(t + i h) / h``.
 
@@ -261,6 +281,9 @@ def combine_complex(
         ``sum_j |dy_j| |Re y_j|`` over the outputs that depend on the element.
     t : ndarray, optional
         The elements' values (with ``out_num``).
+    forward_eps : float, optional
+        Epsilon of the forward values a backward reuses, when it is not ``eps`` (a float32
+        layer differenced in float64).
 
     Notes
     -----
@@ -275,5 +298,6 @@ def combine_complex(
     magnitude = abs_num / h
     error = eps * magnitude
     if out_num is not None and t is not None:
-        error = error + eps * out_num / np.maximum(np.abs(t.astype(np.float64)), 1.0)
+        f_eps = eps if forward_eps is None else forward_eps
+        error = error + f_eps * out_num / np.maximum(np.abs(t.astype(np.float64)), 1.0)
     return FDResult(value=value, error=error, magnitude=magnitude)

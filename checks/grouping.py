@@ -367,8 +367,9 @@ def evaluate_groups(
                 re = np.where(im != 0, np.abs(ys_cplx[gi].real), 0.0)
                 out_num = _scatter_sum(ady * re, src, g)
                 fd = finite_diff.combine_complex(
-                    im_num, abs_num, info["hc"], rule.eps, out_num, t[:, pos]
-                )
+                    im_num, abs_num, info["hc"], rule.eps, out_num, t[:, pos],
+                    forward_eps=rule.analytic_eps,
+                )  # fmt: skip
             else:
                 r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
                 # outputs that moved below the decoding threshold belong to no member: what
@@ -379,11 +380,13 @@ def evaluate_groups(
                 ]
                 mags, noises, typical = [], [], []
                 by_source = functools.partial(_scatter_sum, src=src, g=g)
-                for a, b in ((0, 1), (2, 3)):
+                resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
+                for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
                     mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
                     nz, ty = finite_diff.numerator_noise(
-                        ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random
-                    )
+                        ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random,
+                        resolution=res,
+                    )  # fmt: skip
                     noises.append(nz + (lost[a] + lost[b])[:, None])
                     typical.append(ty + (lost[a] + lost[b])[:, None])
                 fd = finite_diff.combine_real(

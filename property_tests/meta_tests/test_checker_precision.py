@@ -231,3 +231,35 @@ def test_a_refused_promotion_leaves_the_run_identical_to_native():
     for a, n in zip(auto.tensors, native.tensors, strict=True):
         np.testing.assert_array_equal(a.checked, n.checked)
         np.testing.assert_array_equal(a.numerical, n.numerical)
+
+
+class _Sigmoid:
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.s = 1.0 / (1.0 + np.exp(-x))
+        return self.s
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * self.s * (1 - self.s)
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson", "central"])
+def test_a_float32_layer_saturated_at_every_element_passes_when_promoted(method):
+    """float32's 1 - sigmoid(20) is exactly 0 where float64's derivative is ~2e-9: the
+    promoted tolerance carries float32's resolution of the forward values backward reuses
+    (a false alarm under auto before, found in review)."""
+    x = (20 + np.random.default_rng(0).random((3, 4))).astype(np.float32)
+    rep = check_layer(_Sigmoid(), x, method=method)
+    assert rep.precision.startswith("float64")
+
+
+def test_the_resolution_term_does_not_hide_a_one_percent_error_in_a_float32_sigmoid():
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    layer = Planted(_Sigmoid(), "x", (1, 2), 0.01)
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(layer, x, method="richardson")
+    assert ei.value.report.precision.startswith("float64")
+    assert ei.value.report.tensor("x").mismatch[1, 2]
