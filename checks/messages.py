@@ -52,11 +52,14 @@ def _header(report: Report, tr: TensorReport) -> list[str]:
     if tr.projections:
         cov += f", {len(tr.projections)} random projections"
     cov += ")"
-    return [
+    lines = [
         f"  shape {tr.shape}, dtype {tr.dtype}, method {tr.method or report.method}, "
         f"coverage {cov}",
         f"  tolerance: {tr.tolerance_rule}",
     ]
+    if report.precision and not report.precision.startswith("native float64"):
+        lines.append(f"  finite differences in {report.precision}")
+    return lines
 
 
 def format_tensor(report: Report, tr: TensorReport) -> str:
@@ -139,4 +142,6 @@ def format_report(report: Report) -> str:
         shown = ", ".join(_idx(n, i) for n, i in report.kinks[:5])
         more = f" (and {len(report.kinks) - 5} more)" if len(report.kinks) > 5 else ""
         lines.append(f"  kinks accepted as subgradients: {shown}{more}")
+    if report.precision and not report.precision.startswith("native float64"):
+        lines.append(f"  finite differences in {report.precision}")
     return "\n".join(lines)

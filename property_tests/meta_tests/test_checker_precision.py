@@ -263,3 +263,13 @@ def test_the_resolution_term_does_not_hide_a_one_percent_error_in_a_float32_sigm
         check_layer(layer, x, method="richardson")
     assert ei.value.report.precision.startswith("float64")
     assert ei.value.report.tensor("x").mismatch[1, 2]
+
+
+def test_messages_say_in_which_precision_the_differences_were_taken():
+    x = _x()
+    assert "finite differences in float64" in str(check_layer(_Dense32("plain"), x))
+    assert "finite differences in native float32" in str(
+        check_layer(_Dense32("plain"), x, precision="native")
+    )
+    with pytest.raises(GradientMismatchError, match="finite differences in float64"):
+        check_layer(Planted(_Dense32("plain"), "W", (1, 2), 0.05), x)
