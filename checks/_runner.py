@@ -160,6 +160,7 @@ class _LayerTarget(_Target):
                 return self._forward(self.xw, what)
             finally:
                 np.copyto(orig, saved)
+                self.params[name] = orig  # a forward may rebind the entry (p = p.astype(...))
         self.params[name] = arr
         try:
             return self._forward(self.xw, what)
@@ -184,6 +185,8 @@ class _LayerTarget(_Target):
             return self._forward(self.xw, what)
         finally:
             base[idx] = old
+            if name != "x":
+                self.params[name] = base  # a forward may rebind the entry
 
     def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
         return self._forward(big, what)
@@ -709,7 +712,10 @@ def _directional_real(
         y0 = ctx.y0.reshape(1, -1)
         dy0 = ctx.dy64.reshape(1, -1)
     yst = np.stack(ys)[None]  # (1, 4, 1, R)
-    r, mags, noise, typ = _reduce(yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real", ctx.dy_random)
+    # the forward resolution of a promoted run, per unit of the tensor's scale (as the
+    # complex path's f_eps * out * vmax / scale): the width here is 2 s tau = 2 s h scale / vmax
+    res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
+    r, mags, noise, typ = _reduce(yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real", ctx.dy_random, res)
     # the analytic prediction of each point is subtracted, so the steps' rounding to the
     # tensor's dtype does not enter the comparison
     resid = r[:, 0, 0] - np.array(rs)

@@ -273,3 +273,66 @@ def test_messages_say_in_which_precision_the_differences_were_taken():
     )
     with pytest.raises(GradientMismatchError, match="finite differences in float64"):
         check_layer(Planted(_Dense32("plain"), "W", (1, 2), 0.05), x)
+
+
+class _Residual:
+    """Correct: ``y = x + 0.1 tanh(x W / 100 + b)``, float32, inputs of size 1e3."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.params = {
+            "W": rng.standard_normal((5, 5)).astype(np.float32),
+            "b": rng.standard_normal(5).astype(np.float32),
+        }
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        self.t = np.tanh(x @ self.params["W"] / np.float32(100) + self.params["b"])
+        return x + np.float32(0.1) * self.t
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        g = np.float32(0.1) * dy * (1 - self.t * self.t)
+        self.grads["W"] = self.x.T @ g / np.float32(100)
+        self.grads["b"] = g.sum(axis=0)
+        return dy + g @ self.params["W"].T / np.float32(100)
+
+
+@pytest.mark.parametrize("coverage", ["full", "projected"])
+def test_promoted_projections_carry_the_forward_resolution_too(coverage):
+    """Real-step projections of a promoted run lacked the forward-resolution term: this
+    correct layer failed a projection (3.27e-5 against 3.33e-5, tolerance 5.4e-7; second
+    review)."""
+    rng = np.random.default_rng(105)
+    layer = _Residual(rng)
+    x = (rng.standard_normal((6, 5)) * 1000).astype(np.float32)
+    rep = check_layer(layer, x, seed=5, coverage=coverage, method="richardson")
+    assert rep.precision.startswith("float64")
+
+
+class _Recast:
+    """Correct, but forward rebinds ``params["W"]`` to a copy of itself; the checker restored
+    the values of the array it had perturbed, not the binding, so the perturbed copy stayed
+    (under auto: a false alarm on x in 10/10 seeds; second review)."""
+
+    def __init__(self, w: np.ndarray) -> None:
+        self.params = {"W": w}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.params["W"] = self.params["W"].astype(np.float32)
+        self.x = x
+        return np.tanh(x @ self.params["W"])
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        t = np.tanh(self.x @ self.params["W"])
+        g = dy * (1 - t * t)
+        self.grads["W"] = self.x.T @ g
+        return g @ self.params["W"].T
+
+
+@pytest.mark.parametrize("precision", ["auto", "native"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_forward_that_rebinds_a_parameter_entry_is_checked_at_the_right_values(precision, seed):
+    w = np.random.default_rng(seed).standard_normal((4, 3)).astype(np.float32)
+    x = np.random.default_rng(50 + seed).standard_normal((5, 4)).astype(np.float32)
+    check_layer(_Recast(w), x, precision=precision, seed=seed)
