@@ -1,0 +1,116 @@
+"""Whether a float32 (or float16) layer's finite differences can be taken in float64.
+
+:func:`probe` runs the checks behind ``precision="auto"`` (see :func:`checks.check_layer`);
+the runner then evaluates the numerical side on float64 copies of ``x`` and the parameters
+and judges it with :func:`checks.tolerances.promoted`. A refused probe leaves everything in
+the caller's dtypes (differences in float32, as ``precision="native"``).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from checks import tolerances
+from checks.errors import GradcheckError
+
+__all__ = ["Target", "probe"]
+
+# the probe: a perturbation of _PROMOTE_STEP must give the same outputs
+# in float64 as in the layer's dtype; float64 difference quotients at _PROMOTE_MID and
+# _PROMOTE_TINY must agree to _PROMOTE_AGREE
+_PROMOTE_STEP = 1e-2
+_PROMOTE_MID = 1e-6
+_PROMOTE_TINY = 1e-9
+_PROMOTE_AGREE = 1e-2
+_PROMOTE_ULPS = 256.0
+
+
+class Target(Protocol):
+    """What the probe needs of the runner's target (``checks._runner._Target``)."""
+
+    names: list[str]
+
+    def value(self, name: str) -> np.ndarray: ...
+
+    def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray: ...
+
+    def working_forward(self, what: str) -> np.ndarray: ...
+
+    def promote(self) -> None: ...
+
+    def demote(self) -> list[str]: ...
+
+
+class _NoPromotion(Exception):
+    pass
+
+
+def probe(
+    target: Target, y: np.ndarray, rng: np.random.Generator, rule: tolerances.DtypeRule
+) -> tuple[np.ndarray | None, str]:
+    """Probe whether forward computes the same function on float64 copies of every tensor.
+
+    Returns the float64 output at ``t`` (the target left promoted) or ``None`` and why not
+    (the target back in the caller's dtypes). The probes: forward on float64 copies returns
+    float64 outputs equal to the native ones within the native rounding; for each tensor, a
+    perturbation of ``_PROMOTE_STEP`` (relative, per element) gives the same outputs in both
+    precisions (a layer reading a cached or cast copy of a parameter would not); and the
+    float64 difference quotients along one direction at steps ``_PROMOTE_MID`` (a few float32
+    ulps) and ``_PROMOTE_TINY`` (below one, far above float64's) agree output by output to
+    ``_PROMOTE_AGREE`` (a part of forward computed in float32 moves in float32 ulps: its
+    share of the quotient is missing at the tiny step and coarse at the mid one). A ReLU
+    kink within the mid step of ``t`` also fails the last probe; the check then stays
+    native, which is safe.
+    """
+    y64 = y.astype(np.float64)
+    ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        tol = _PROMOTE_ULPS * rule.eps * (np.abs(b) + ybar)
+        return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+
+    what = "in the precision probe"
+    probes = []
+    try:
+        for name in target.names:
+            t = target.value(name)
+            if t.dtype == np.float64 or t.size == 0:
+                continue
+            v = rng.standard_normal(t.shape)
+            v /= float(np.max(np.abs(v))) or 1.0
+            step = np.maximum(np.abs(t.astype(np.float64)), 1.0) * v  # per element, relative
+            big = (t.astype(np.float64) + _PROMOTE_STEP * step).astype(t.dtype)
+            native = target.eval_replace(name, big, what).astype(np.float64)
+            probes.append((name, big, step, native))
+    except GradcheckError:  # the layer's own failure surfaces in the numerical part, if at all
+        return None, "forward failed on a perturbed copy in the precision probe"
+    target.promote()
+    try:
+        y_p = target.working_forward(what)
+        if y_p.dtype != np.float64:
+            raise _NoPromotion(f"forward on float64 copies returned {y_p.dtype}")
+        if not same(y_p, y64):
+            raise _NoPromotion("forward on float64 copies gave other outputs")
+        eps64 = tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps
+        for name, big, step, native in probes:
+            if not same(target.eval_replace(name, big.astype(np.float64), what), native):
+                raise _NoPromotion(f"forward did not follow a float64 {name} (a cached copy?)")
+            t64 = target.value(name)
+            q = [
+                (target.eval_replace(name, t64 + tau * step, what) - y_p) / tau
+                for tau in (_PROMOTE_MID, _PROMOTE_TINY)
+            ]
+            qbar = float(np.mean(np.abs(q[0])))
+            tol = (
+                _PROMOTE_AGREE * (np.abs(q[0]) + qbar)
+                + 64 * eps64 * (np.abs(y_p) + ybar) / _PROMOTE_TINY
+            )
+            if not np.all(np.abs(q[0] - q[1]) <= tol):
+                raise _NoPromotion(f"forward computes part of {name}'s effect in its own dtype")
+    except (_NoPromotion, GradcheckError) as exc:
+        target.demote()
+        why = str(exc) if isinstance(exc, _NoPromotion) else "forward failed on float64 copies"
+        return None, why
+    return y_p, "forward follows float64 copies of every tensor (probed)"
