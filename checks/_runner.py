@@ -835,10 +835,8 @@ def _refine(
         keep = np.argsort(-score, axis=None, kind="stable")[:_REFINE_MAX]
         cand = np.zeros_like(cand)
         cand.flat[keep] = True
-    chosen = {f: v.copy() for f, v in fd.items()}
-    kink_ok = np.zeros(cand.shape, dtype=bool)
     if not cand.any():
-        return chosen, kink_ok, cand
+        return {f: v.copy() for f, v in fd.items()}, np.zeros(cand.shape, dtype=bool), cand
     mags = fd["magnitude"][sel & np.isfinite(fd["magnitude"])]
     floor = float(mags.max()) if mags.size else 0.0
     levels = [fd]
@@ -873,20 +871,19 @@ def _choose_step(
     hi = np.full(cand.shape, -np.inf)
     noise = [fm["onesided_noise"] for fm in levels]
     d1s = [fm["right"] - fm["left"] for fm in levels]
-    smooth_safety = _SMOOTH_SAFETY
 
     def curvature_ok(fine: int) -> np.ndarray:
         """smooth phi: right - left = h phi'' + O(h^3) is 4x the next (h/4) step's; several
         kinks inside one stencil can mimic a curvature on it, not on two"""
         with np.errstate(invalid="ignore"):
             curv = np.abs(d1s[fine - 1] - 4.0 * d1s[fine])
-            return curv <= smooth_safety * 2.0 * (noise[fine - 1] + 4.0 * noise[fine])
+            return curv <= _SMOOTH_SAFETY * 2.0 * (noise[fine - 1] + 4.0 * noise[fine])
 
     for m in range(len(levels) - 1, -1, -1):
         fm = dict(levels[m])
         tm, _ = tols(fm)
         osn = noise[m]
-        kink_m, _ = kinks.judge_kinks(_as_fd(fm), a, tm, smooth_safety)
+        kink_m, _ = kinks.judge_kinks(_as_fd(fm), a, tm, _SMOOTH_SAFETY)
         # a kink within a finer stencil lies within this one too: it cannot be smooth
         kink_finer = kink_seen.copy()
         kink_seen |= kink_m
@@ -898,7 +895,7 @@ def _choose_step(
             hi = np.fmax(hi, v)
         with np.errstate(invalid="ignore"):
             trunc = np.abs(fm["central"] - fm["central2"])
-            clean = ~kink_m & ~kink_finer & (trunc <= smooth_safety * osn)
+            clean = ~kink_m & ~kink_finer & (trunc <= _SMOOTH_SAFETY * osn)
             # curvature consistent with the next finer step and, except on the finest
             # (whose value stands when nothing is smooth), with the next coarser one
             if m < len(levels) - 1:
@@ -906,7 +903,7 @@ def _choose_step(
                 if m > 0:
                     # a stencil whose slopes agree to rounding shows neither curvature nor
                     # kink; a coarser one may well hold a kink outside it
-                    flat = np.abs(d1s[m]) <= smooth_safety * 2.0 * osn
+                    flat = np.abs(d1s[m]) <= _SMOOTH_SAFETY * 2.0 * osn
                     clean &= flat | curvature_ok(m)
             ok = cand & clean & (np.abs(fm["value"] - ref_v) <= tm + ref_t)
         any_clean |= ok
