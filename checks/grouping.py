@@ -47,7 +47,8 @@ With disjoint footprints ``y_j`` depends on the group only through its source ``
 perturbed output equals the one of perturbing ``s(j)`` alone, bit for bit up to the blocking
 of the linear algebra, for any nonlinear layer: the per-element differences
 ``r_i = sum_{j: s(j) = i} dy_j (y_j^+ - y_j)`` are exactly those of single perturbations.
-Outputs that move by less than ``4 eps |y_j|`` at each probe point are not attributed (and
+Outputs that move by less than the decoding threshold (:func:`_threshold`: 4 ulps of ``|y_j|``
+plus 16 ulps of the sample's mean ``|y|``) at each probe point are not attributed (and
 with no conflict they move by less than that at every stencil point). What they leave out of
 the numerators is not always below the rounding already in the error estimate (that counts
 only the attributed outputs; a float32 max-pool after a ReLU conv lost 0.9 % of a small
@@ -84,6 +85,8 @@ unperturbed output evaluated in the same call as that spec."""
 _FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
            "onesided_noise", "central", "central2")  # fmt: skip
 _ULPS = 4.0
+#: ... and of the outputs' rounding scale, a sample's mean ``|y|`` (see :func:`_threshold`)
+_FLOOR_ULPS = 16.0
 #: Python cost of decoding one group, in input elements pushed through forward (~0.2 ms)
 GROUP_OVERHEAD = 6000.0
 #: cost of a complex copy relative to a real one
@@ -188,9 +191,29 @@ def _specs_for(
     return real, cplx, info
 
 
-def _moved(base: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
-    """Outputs that moved by more than the decoding threshold ``4 eps max(|y_0|, |y|)``."""
-    return np.abs(y - base) > _ULPS * eps * np.maximum(np.abs(base), np.abs(y))
+def _threshold(base: np.ndarray, y: np.ndarray, eps: float, floor: np.ndarray) -> np.ndarray:
+    """The decoding threshold: a change below it is rounding, not a move.
+
+    ``eps (4 max(|y_0|, |y|) + 16 floor)``, ``floor`` a sample's mean ``|y_0|``. The same
+    sample is rounded differently at another batch position (a BLAS kernel blocks the columns
+    of a wide product differently, and its thread count changes the blocking), and an output
+    small by cancellation carries the rounding of its terms, not of its own size: 4 ulps of
+    ``|y_j|`` alone made every unperturbed output of a copy look moved on one OpenBLAS
+    thread, and every group of a float32 ReLU conv fell back. The floor is the rounding
+    scale the error estimate already uses for such outputs (``ybar`` in
+    :func:`checks.finite_diff.numerator_noise`); what moves less is charged to the noise.
+    """
+    return eps * (_ULPS * np.maximum(np.abs(base), np.abs(y)) + _FLOOR_ULPS * floor)
+
+
+def _floor(base: np.ndarray) -> np.ndarray:
+    """Each sample's mean ``|y_0|``, shape ``(M, 1)`` for outputs ``(M, R)``."""
+    return np.mean(np.abs(base), axis=-1, keepdims=True) if base.size else np.zeros((1, 1))
+
+
+def _moved(base: np.ndarray, y: np.ndarray, eps: float, floor: np.ndarray) -> np.ndarray:
+    """Outputs that moved by more than the decoding threshold (:func:`_threshold`)."""
+    return np.abs(y - base) > _threshold(base, y, eps, floor)
 
 
 def _read_sources(
@@ -200,7 +223,8 @@ def _read_sources(
     code_ys: np.ndarray,
     eps: float,
     g: int,
-) -> tuple[np.ndarray, np.ndarray, bool]:
+    floor: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Sources read from one probe point's ``B`` code probes and ``B`` complements.
 
     Parameters
@@ -211,9 +235,11 @@ def _read_sources(
         Unperturbed output and output of every code probe, then of every complement, at the
         same step.
     eps : float
-        Machine epsilon of the layer's dtype (the threshold is ``4 eps max(|y_0|, |y|)``).
+        Machine epsilon of the layer's dtype.
     g : int
         Members in the group.
+    floor : ndarray, shape ``(M, 1)``
+        The outputs' rounding scale per sample (see :func:`_threshold`).
 
     Returns
     -------
@@ -221,28 +247,40 @@ def _read_sources(
         The member read for each output that moved with the whole group (0 elsewhere).
     aff : ndarray of bool
         The outputs that moved with the whole group.
+    disc : ndarray
+        Per output, the largest distance of a probe's change from what a single source
+        implies (the whole group's change, or none): rounding at another batch position, or
+        a second source too small to prove an overlap. Crediting the whole change to ``src``
+        is off by at most this much; the caller charges it to the noise.
     conflict : bool
         Whether some output proves that two members' footprints overlap.
     """
     n_bits = code_ys.shape[0] // 2
     d_full = full - base
-    thr = _ULPS * eps * np.maximum(np.abs(base), np.abs(full))
+    thr = _threshold(base, full, eps, floor)
     aff = np.abs(d_full) > thr
     src = np.zeros(base.shape, dtype=np.int64)
+    disc = np.zeros(base.shape)
     for b in range(n_bits):
         d_b = code_ys[b] - code_bases[b]
         d_c = code_ys[n_bits + b] - code_bases[n_bits + b]
-        on = np.abs(d_b) > thr
-        on_c = np.abs(d_c) > thr
-        if (
-            np.any((on | on_c) & ~aff)
-            or np.any(aff & (on == on_c))
-            or np.any(on & aff & (np.abs(d_b - d_full) > thr))
-            or np.any(on_c & aff & (np.abs(d_c - d_full) > thr))
-        ):
-            return src, aff, True
-        src |= on.astype(np.int64) << b
-    return src, aff, bool(np.any(aff & (src >= g)))
+        # a single-source output moves under a probe as under the whole group or not at all,
+        # to rounding: a change near neither proves two sources. Each probe is judged by its
+        # distance to both (not by the threshold alone), since the same change rounded at
+        # another batch position may land on either side of the threshold.
+        for d in (d_b, d_c):
+            if np.any((np.abs(d) > thr) & (np.abs(d - d_full) > thr)):
+                return src, aff, disc, True
+        on = np.abs(d_b - d_full) < np.abs(d_b)
+        on_c = np.abs(d_c - d_full) < np.abs(d_c)
+        # exactly one of a code and its complement holds the source (tied maxima: both)
+        if np.any(aff & (on == on_c)):
+            return src, aff, disc, True
+        src |= (on & aff).astype(np.int64) << b
+        for d, o in ((d_b, on), (d_c, on_c)):
+            disc = np.maximum(disc, np.where(o, np.abs(d - d_full), np.abs(d)))
+    disc = np.where(aff, disc, 0.0)
+    return src, aff, disc, bool(np.any(aff & (src >= g)))
 
 
 def _decode(
@@ -253,9 +291,10 @@ def _decode(
     eps: float,
     g: int,
     points: Sequence[int] = (0,),
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Sources of every output (``-1``: none), which outputs have one, and whether the
-    footprints overlap.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Sources of every output (``-1``: none), which outputs have one, the discrepancy of
+    each reading per stencil point (``(n_stencil, M, R)``, see :func:`_read_sources`; zero
+    at points without probes), and whether the footprints overlap.
 
     ``points`` are the stencil indices whose step the code probes used, in the order of the
     probes after the ``n_stencil`` stencil rows. An output's source is read at every point
@@ -264,18 +303,22 @@ def _decode(
     """
     src = np.full(bases.shape[1:], -1, dtype=np.int64)
     attributed = np.zeros(bases.shape[1:], dtype=bool)
+    disc = np.zeros((n_stencil, *bases.shape[1:]))
+    floor = _floor(bases[0])
     per = 2 * n_bits
     for i, k in enumerate(points):
         rows = slice(n_stencil + i * per, n_stencil + (i + 1) * per)
-        src_k, aff_k, conflict = _read_sources(bases[k], ys[k], bases[rows], ys[rows], eps, g)
+        src_k, aff_k, disc[k], conflict = _read_sources(
+            bases[k], ys[k], bases[rows], ys[rows], eps, g, floor
+        )
         if conflict or np.any(aff_k & attributed & (src_k != src)):
-            return src, attributed, True
+            return src, attributed, disc, True
         src = np.where(aff_k, src_k, src)
         attributed |= aff_k
     for k in range(n_stencil):
-        if np.any(_moved(bases[k], ys[k], eps) & ~attributed):
-            return src, attributed, True
-    return src, attributed, False
+        if np.any(_moved(bases[k], ys[k], eps, floor) & ~attributed):
+            return src, attributed, disc, True
+    return src, attributed, disc, False
 
 
 def _scatter_sum(w: np.ndarray, src: np.ndarray, g: int) -> np.ndarray:
@@ -349,7 +392,7 @@ def evaluate_groups(
             bases = bases_all[off : off + len(r_specs)].astype(np.float64, copy=False)
             off += len(r_specs)
             g = info["g"]
-            src, aff, conflict = _decode(
+            src, aff, disc, conflict = _decode(
                 bases, ys, n_st, info["n_bits"], rule.eps, g, info["points"]
             )
             if kind == "complex" and not conflict:
@@ -378,6 +421,10 @@ def evaluate_groups(
                     np.sum(np.where(aff, 0.0, ady * np.abs(ys[k] - bases[k])), axis=1)
                     for k in range(n_st)
                 ]
+                # and a reading's discrepancy (rounding at other batch positions, a second
+                # source below the threshold) to the member credited with the output, at
+                # every stencil point (those without probes are not observed)
+                misread = _scatter_sum(ady * disc.max(axis=0), src, g)
                 mags, noises, typical = [], [], []
                 by_source = functools.partial(_scatter_sum, src=src, g=g)
                 resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
@@ -387,8 +434,9 @@ def evaluate_groups(
                         ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random,
                         resolution=res,
                     )  # fmt: skip
-                    noises.append(nz + (lost[a] + lost[b])[:, None])
-                    typical.append(ty + (lost[a] + lost[b])[:, None])
+                    extra = (lost[a] + lost[b])[:, None] + 2.0 * misread
+                    noises.append(nz + extra)
+                    typical.append(ty + extra)
                 fd = finite_diff.combine_real(
                     r, info["taken"], np.stack(mags), np.stack(noises), method=kind,
                     typical_num=np.stack(typical),
@@ -441,7 +489,7 @@ def trial_overlaps(run: RunFn, t: np.ndarray, positions: np.ndarray, rule) -> bo
     """Whether the footprints of ``positions`` overlap (one +h probe and the code probes)."""
     real, _, info = _specs_for(t, positions, "complex", rule)  # "complex": +h and codes only
     bases, ys = run(real, False)
-    _, _, overlap = _decode(
+    _, _, _, overlap = _decode(
         bases.astype(np.float64), ys.astype(np.float64), 1, info["n_bits"], rule.eps, info["g"]
     )
     return overlap

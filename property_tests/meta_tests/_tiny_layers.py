@@ -169,3 +169,34 @@ def typical_index(g: np.ndarray, rng: np.random.Generator) -> tuple[int, ...]:
     mag = np.abs(g)
     cand = np.argwhere((mag > 0) & (mag >= np.median(mag[mag > 0])))
     return tuple(int(i) for i in cand[rng.integers(len(cand))])
+
+
+class PositionRounded:
+    """A ReLU conv whose pre-activations at odd batch positions are rounded differently, as a
+    BLAS-backed layer's are: a fixed pattern of them (every third, per sample) is nudged by
+    one ulp of the sample's typical pre-activation ``mean |u|`` -- what a GEMM's blocking
+    does to the same sample in another column (near-cancelling sums carry the rounding of
+    their terms, not of their small result). The function stays correct to rounding, so a
+    checker must give the verdicts it gives without the nudge."""
+
+    def __init__(self, inner: Any, nudge: bool = True) -> None:
+        self.inner = inner  # a correct layer with no activation
+        self.params = inner.params
+        self.nudge = nudge
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self.inner.grads
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        u = np.array(self.inner.forward(x))
+        if self.nudge:
+            flat = u.reshape(u.shape[0], -1)  # a view: nudges land in u
+            typical = np.abs(flat).mean(axis=1, keepdims=True)
+            odd = np.arange(u.shape[0]) % 2 == 1
+            flat[odd, ::3] += np.spacing(typical[odd].astype(u.real.dtype))
+        self.u = u
+        return np.maximum(u, 0)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return self.inner.backward(dy * (self.u > 0))

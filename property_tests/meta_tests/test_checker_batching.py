@@ -10,7 +10,12 @@ import pytest
 
 import cnn_ref
 from checks import GradientMismatchError, check_layer, finite_diff, grouping, tolerances
-from property_tests.meta_tests._tiny_layers import BatchNormLike, Planted, conv
+from property_tests.meta_tests._tiny_layers import (
+    BatchNormLike,
+    Planted,
+    PositionRounded,
+    conv,
+)
 
 
 def test_an_independent_layer_is_packed_and_needs_few_calls():
@@ -218,6 +223,45 @@ def test_relu_conv_groups_do_not_fall_back(step_div):
     assert failed.size <= 0.1 * x[0].size
     assert kept.size >= 0.9 * x[0].size
     _assert_same_slopes(grouped, single, kept)
+
+
+def _rounded_check(nudge, planted=None):
+    rng = np.random.default_rng(0)
+    layer = PositionRounded(conv(rng, 3, 8, 3, np.float32), nudge)
+    if planted is not None:
+        layer = Planted(layer, "x", planted, 1e-2)
+    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    return check_layer(layer, x, coverage="full", precision="native")
+
+
+def test_grouping_survives_position_dependent_rounding():
+    """A BLAS-backed layer rounds the same sample differently at another batch position (on
+    one OpenBLAS thread, columns 0-319 of a wide sgemm on one CPU; the thread count on any).
+    Simulated deterministically by :class:`PositionRounded` (one ulp of the typical
+    pre-activation at odd batch positions): the verdict, the lattice grouping of x and the
+    number of forward calls are those of the same layer without the nudge. With a threshold
+    of 4 ulps of ``|y_j|`` alone, the trial saw every copy's unperturbed outputs move, x was
+    not grouped and the check took 1583 forward calls instead of 347."""
+    plain, nudged = _rounded_check(False), _rounded_check(True)
+    for rep in (plain, nudged):
+        assert "x: lattice period 3" in rep.batching
+    assert nudged.n_evals <= 1.1 * plain.n_evals
+    assert [t.n_checked for t in nudged.tensors] == [t.n_checked for t in plain.tensors]
+    with pytest.raises(GradientMismatchError) as ei:
+        _rounded_check(True, planted=(1, 2, 5, 7))
+    assert ei.value.report.tensor("x").worst_index == (1, 2, 5, 7)
+
+
+@pytest.mark.parametrize("step_div", [1, 16])
+def test_groups_do_not_fall_back_under_position_dependent_rounding(step_div):
+    """The same at the level of the groups, at the table's step and a refinement step: the
+    perturbed copies sit at other batch positions than the unperturbed one."""
+    rng = np.random.default_rng(0)
+    layer = PositionRounded(conv(rng, 3, 8, 3, np.float32))
+    x = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    _, failed, _, kept = _grouped_and_single(layer, x, 3, step_div, 0)
+    assert failed.size <= 0.1 * x[0].size
+    assert kept.size >= 0.9 * x[0].size
 
 
 @pytest.mark.parametrize("seed", range(4))
