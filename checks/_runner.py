@@ -23,7 +23,7 @@ from checks import batching, contract, coverage, finite_diff, grouping, kinks, t
 from checks import precision as precision_probe
 from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.finite_diff import FDResult
-from checks.report import Report, TensorReport
+from checks.report import Report, TensorReport, order_with_ties
 
 __all__ = ["METHODS", "run_layer", "run_vjp"]
 
@@ -1079,8 +1079,15 @@ def _summarise(tr: TensorReport) -> None:
     ratio = np.where(np.isnan(ratio), np.inf, ratio)
     tr.max_abs_err = float(err.max())
     tr.max_rel_err = float(rel.max())
-    key = np.where(tr.mismatch & ok, err, -1.0) if (tr.mismatch & ok).any() else ratio
-    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(key)), a.shape))
+    est = np.nan_to_num(np.abs(tr.error_estimate), nan=0.0, posinf=0.0)
+    bad = tr.mismatch & ok
+    if bad.any():
+        first = order_with_ties(err, est, np.flatnonzero(bad))[0]
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est_ratio = np.nan_to_num(est / tr.tol, nan=0.0, posinf=0.0)
+        first = order_with_ties(ratio, est_ratio, np.flatnonzero(ok))[0]
+    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(first), a.shape))
 
 
 def _validate_common(

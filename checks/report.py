@@ -71,6 +71,26 @@ def _f(v: float | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def order_with_ties(key: np.ndarray, spread: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Flat ``positions`` sorted by ``key`` (largest first), near-ties by position.
+
+    Keys closer than the sum of their ``spread`` (an error estimate), chained, form one tie;
+    within a tie the smaller flat index comes first. Never by the last bits of the keys.
+    """
+    if positions.size == 0:
+        return positions.astype(np.intp)
+    k = key.reshape(-1)[positions]
+    sp = spread.reshape(-1)[positions]
+    o = np.argsort(-k, kind="stable")
+    ks, ss = k[o], sp[o]
+    with np.errstate(invalid="ignore"):
+        gap = ks[:-1] - ks[1:]
+        # a relative floor: keys equal to ~12 digits are tied even with no estimate
+        new = ~(gap <= ss[:-1] + ss[1:] + 1e-12 * np.abs(ks[:-1]))
+    tie = np.concatenate([[0], np.cumsum(new)])
+    return positions[o][np.lexsort((positions[o], tie))]
+
+
 def _empty() -> np.ndarray:
     return np.zeros((0,))
 
@@ -153,7 +173,9 @@ class TensorReport:
 
     def worst(self, k: int = 5) -> list[dict[str, Any]]:
         """The ``k`` worst checked elements: mismatches first, by absolute error, then the
-        others by ``abs_err / tol``."""
+        others by ``abs_err / tol``. Values closer than their error estimates cannot be told
+        apart (a rot180 pair's errors are equal but for rounding): those are listed by index,
+        so the list does not depend on the last bits of a BLAS result."""
         if self.checked.size == 0 or not self.checked.any():
             return []
         a = self.analytic
@@ -161,13 +183,19 @@ class TensorReport:
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.abs(a - n)
             ratio = np.where(self.checked & np.isfinite(err), err / self.tol, -np.inf)
+            est = np.nan_to_num(np.abs(self.error_estimate), nan=0.0, posinf=0.0)
+            est_ratio = np.nan_to_num(est / self.tol, nan=0.0, posinf=0.0)
         ratio = np.where(np.isnan(ratio), np.inf, ratio)
         bad = self.mismatch if self.mismatch.shape == a.shape else np.zeros(a.shape, bool)
-        err_key = np.where(bad & np.isfinite(err), err, np.where(bad, np.inf, -1.0))
-        # lexsort: last key is primary -- mismatched (by abs error), then by ratio
-        flat = np.lexsort((-ratio.reshape(-1), -err_key.reshape(-1)))
+        bad = bad & self.checked
+        err_key = np.where(np.isfinite(err), err, np.inf)
         kmax = min(k, int(self.checked.sum()))
-        order = flat[:kmax]
+        order = np.concatenate(
+            [
+                order_with_ties(err_key, est, np.flatnonzero(bad)),
+                order_with_ties(ratio, est_ratio, np.flatnonzero(self.checked & ~bad)),
+            ]
+        )[:kmax]
         out = []
         for i in order:
             idx = tuple(int(j) for j in np.unravel_index(int(i), self.shape))

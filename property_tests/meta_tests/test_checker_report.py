@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer
-from checks.report import SCHEMA_VERSION
+from checks.report import SCHEMA_VERSION, TensorReport, order_with_ties
 from property_tests.meta_tests._tiny_layers import Conv, Planted, ReLU, conv
 
 
@@ -93,3 +93,24 @@ def test_passing_report_fields_and_summary():
     with pytest.raises(KeyError, match="tensors"):
         rep.tensor("W")
     json.loads(rep.to_json())
+
+
+@pytest.mark.parametrize("ulps", [-2, 2])
+def test_errors_tied_within_rounding_are_listed_by_index(ulps):
+    """A rot180 pair's errors are equal but for their last bits, which a BLAS kernel or a
+    thread count decides: the listing (and the worst index) must not follow those bits."""
+    err = np.array([36.0, 5.0, 21.0, 36.0, 21.0, 1.0])
+    err[4] = err[4] + ulps * np.spacing(err[4])  # the partner of index 2
+    err[0] = err[0] - ulps * np.spacing(err[0])  # the partner of index 3
+    a = np.zeros(6)
+    tr = TensorReport(
+        name="K", shape=(6,), dtype="float64", n_total=6, n_checked=6, analytic=a,
+        numerical=a + err, error_estimate=np.full(6, 1e-9), tol=np.full(6, 1e-6),
+        checked=np.ones(6, bool), mismatch=err > 1e-6,
+    )  # fmt: skip
+    assert [w["index"] for w in tr.worst(5)] == [(0,), (3,), (2,), (4,), (1,)]
+    assert [w["index"] for w in tr.worst(3)] == [(0,), (3,), (2,)]
+    assert order_with_ties(err, np.zeros(6), np.arange(6)).tolist() == [0, 3, 2, 4, 1, 5]
+    # values further apart than their error estimates keep their order
+    spread = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert order_with_ties(np.array([1.0, 2.0]), spread[:2], np.arange(2)).tolist() == [1, 0]
