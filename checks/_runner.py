@@ -53,12 +53,28 @@ def _fmt_index(name: str, idx: tuple[int, ...]) -> str:
 
 
 def _as_output(y: Any, label: str) -> np.ndarray:
-    """A forward result as an ndarray; a scalar output (a loss) becomes a 0-d array."""
+    """A forward result as an ndarray of its own; a scalar output (a loss) becomes a 0-d array.
+
+    Always a copy: a layer may return the same buffer from every call (``np.tanh(u,
+    out=self._out)``), so what it returns is only borrowed until its next call.
+    """
     if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
         y = np.asarray(y)
     if not isinstance(y, np.ndarray):
         raise LayerContractError(f"{label} returned {type(y).__name__}, not an ndarray")
-    return y
+    return y.copy()
+
+
+def _own(g: Any) -> Any:
+    """A copy of a gradient the layer returned (borrowed until its next call, as outputs)."""
+    return g.copy() if isinstance(g, np.ndarray) else g
+
+
+def param_names(keys: Sequence[str]) -> dict[str, str]:
+    """Report names of a layer's parameters, keyed by those names: the key itself, except
+    where it could be taken for the input ``x`` (``"x"``, or ``"params[...]"``), which is
+    reported as ``params['x']``."""
+    return {k: f"params[{k!r}]" if k == "x" or k.startswith("params[") else k for k in keys}
 
 
 class _Target:
@@ -106,19 +122,23 @@ class _Target:
 
 
 class _LayerTarget(_Target):
+    """A layer: the input ``x`` and every parameter, under names that cannot clash
+    (:func:`param_names`). The layer only ever sees the checker's copy of ``x`` and of
+    ``dy``, never the caller's arrays."""
+
     def __init__(self, layer: Any, x: np.ndarray) -> None:
         self.layer = layer
         self.layer_name = type(layer).__name__
         self.entry = "check_layer"
-        self.x = x
-        self.xw = x.copy()  # the input every numerical call sees (never the caller's array)
+        self.xw = x.copy()  # the input every call sees (never the caller's array)
         self.params: dict[str, np.ndarray] = layer.params
-        self.names = ["x", *self.params.keys()]
+        self.key = {name: k for k, name in param_names(list(self.params)).items()}
+        self.names = ["x", *self.key]
         self.packable = {"x"}
         self._complex_copy: dict[str, np.ndarray] = {}
 
     def value(self, name: str) -> np.ndarray:
-        return self.xw if name == "x" else self.params[name]
+        return self.xw if name == "x" else self.params[self.key[name]]
 
     def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
         self.n_evals += 1
@@ -126,26 +146,27 @@ class _LayerTarget(_Target):
         return _as_output(contract.call_layer(self.layer.forward, label, x), label)
 
     def base_forward(self) -> np.ndarray:
-        return self._forward(self.x, "on x")
+        return self._forward(self.xw, "on x")
 
     def analytic(self, dy: np.ndarray) -> tuple[dict[str, Any], list[str]]:
         what = f"{self.layer_name}.backward"
-        dx = contract.call_layer(self.layer.backward, what, dy)
+        dx = _own(contract.call_layer(self.layer.backward, what, dy))
         grads = getattr(self.layer, "grads", None)
         out: dict[str, Any] = {"x": dx}
         problems = []
-        for k in self.params:
+        for name, k in self.key.items():
             if not isinstance(grads, dict) or k not in grads:
                 problems.append(f"{what} did not fill grads[{k!r}]")
-                out[k] = None
+                out[name] = None
             else:
-                out[k] = grads[k]
+                out[name] = _own(grads[k])
         return out, problems
 
     def eval_replace(self, name: str, arr: np.ndarray, what: str) -> np.ndarray:
         if name == "x":
             return self._forward(arr, what)
-        orig = self.params[name]
+        k = self.key[name]
+        orig = self.params[k]
         if arr.dtype == orig.dtype:
             saved = orig.copy()
             np.copyto(orig, arr)
@@ -153,12 +174,12 @@ class _LayerTarget(_Target):
                 return self._forward(self.xw, what)
             finally:
                 np.copyto(orig, saved)
-                self.params[name] = orig  # a forward may rebind the entry (p = p.astype(...))
-        self.params[name] = arr
+                self.params[k] = orig  # a forward may rebind the entry (p = p.astype(...))
+        self.params[k] = arr
         try:
             return self._forward(self.xw, what)
         finally:
-            self.params[name] = orig
+            self.params[k] = orig
 
     def eval_element(self, name: str, idx: tuple[Any, ...], v: Any, what: str) -> np.ndarray:
         base = self.value(name)
@@ -179,13 +200,16 @@ class _LayerTarget(_Target):
         finally:
             base[idx] = old
             if name != "x":
-                self.params[name] = base  # a forward may rebind the entry
+                self.params[self.key[name]] = base  # a forward may rebind the entry
 
     def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
         return self._forward(big, what)
 
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {"x": self.xw, **{name: self.params[k] for name, k in self.key.items()}}
+
     def watched(self) -> dict[str, np.ndarray]:
-        return {"x": self.x, **{k: v for k, v in self.params.items()}}
+        return self._tensors()
 
     def working_forward(self, what: str) -> np.ndarray:
         return self._forward(self.xw, what)
@@ -194,14 +218,14 @@ class _LayerTarget(_Target):
         # the layer's params dict gets float64 copies (its own arrays are put back by
         # demote, and by contract.restored_params whatever happens)
         self._native = (self.xw, dict(self.params))
-        self.xw = self.x.astype(np.float64)
+        self.xw = self.xw.astype(np.float64)
         for k, v in self._native[1].items():
             self.params[k] = v.astype(np.float64)
         self._complex_copy = {}
-        self._promoted = {"x": self.xw.copy(), **{k: v.copy() for k, v in self.params.items()}}
+        self._promoted = {name: v.copy() for name, v in self._tensors().items()}
 
     def demote(self) -> list[str]:
-        now = {"x": self.xw, **self.params}
+        now = self._tensors()
         changed = [k for k, v in self._promoted.items() if not np.array_equal(now[k], v)]
         self.xw, native = self._native
         for k, v in native.items():
@@ -235,18 +259,18 @@ class _VjpTarget(_Target):
         return _as_output(contract.call_layer(self.f, label, *args), label)
 
     def base_forward(self) -> np.ndarray:
-        return self._call(self.inputs, "on the inputs")
+        return self._call(self.work, "on the inputs")
 
     def analytic(self, dy: np.ndarray) -> tuple[dict[str, Any], list[str]]:
         what = f"vjp of {self.layer_name}"
-        gs = contract.call_layer(self.vjp, what, dy, *self.inputs)
+        gs = contract.call_layer(self.vjp, what, dy, *self.work)
         if not isinstance(gs, (tuple, list)) or len(gs) != len(self.inputs):
             n = len(gs) if isinstance(gs, (tuple, list)) else type(gs).__name__
             raise LayerContractError(
                 f"{what} must return a tuple with one gradient per input "
                 f"({len(self.inputs)}), got {n}"
             )
-        return {name: gs[i] for name, i in self.index.items()}, []
+        return {name: _own(gs[i]) for name, i in self.index.items()}, []
 
     def _args(self, name: str, arr: np.ndarray) -> list[np.ndarray]:
         args = list(self.work)
@@ -285,14 +309,14 @@ class _VjpTarget(_Target):
         return self._call(args, what)
 
     def watched(self) -> dict[str, np.ndarray]:
-        return {f"inputs[{i}]": a for i, a in enumerate(self.inputs)}
+        return {f"inputs[{i}]": a for i, a in enumerate(self.work)}
 
     def working_forward(self, what: str) -> np.ndarray:
         return self._call(self.work, what)
 
     def promote(self) -> None:
         self._native_work = self.work
-        self.work = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in self.inputs]
+        self.work = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in self._native_work]
         self._complex_copy = {}
         self._promoted = [a.copy() for a in self.work]
 
@@ -1176,15 +1200,15 @@ def _run(
             raise ValueError(f"dy has shape {dy.shape}, forward output has shape {y.shape}")
         if not np.isfinite(dy).all():
             raise ValueError("dy contains NaN/Inf")
-    dy_snap = dy.copy()
+    dy_in = dy.copy()  # the layer's; the caller's dy is never handed out
     try:
-        grads, problems = target.analytic(dy)
+        grads, problems = target.analytic(dy_in)
     except LayerContractError as exc:
         raise fail(LayerContractError, str(exc)) from exc.__cause__
     if problems:
         raise fail(LayerContractError, "; ".join(problems))
     changed = contract.mutated(before, watched)
-    if not np.array_equal(dy, dy_snap, equal_nan=True):
+    if not np.array_equal(dy_in, dy, equal_nan=True):
         changed.append("dy")
     if changed:
         raise fail(

@@ -200,3 +200,32 @@ class PositionRounded:
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return self.inner.backward(dy * (self.u > 0))
+
+
+class ReusedBuffer:
+    """``y = tanh(x W^T + b)`` written into one buffer that every forward call returns (a
+    common speed trick: ``np.tanh(u, out=self._out)``), with an optional bug in ``dW``:
+    ``"flip"`` (sign), ``"zero"`` or ``"scale"`` (x 1.5). The checker must treat what a
+    layer returns as borrowed until its next call."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, bug: str | None = None) -> None:
+        self.params = {"W": W, "b": b}
+        self.grads: dict[str, np.ndarray] = {}
+        self.bug = bug
+        self._out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        u = x @ self.params["W"].T + self.params["b"]
+        if self._out is None or self._out.shape != u.shape or self._out.dtype != u.dtype:
+            self._out = np.empty_like(u)
+        np.tanh(u, out=self._out)
+        self.x = x
+        return self._out
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        assert self._out is not None
+        du = dy * (1.0 - self._out**2)
+        dW = du.T @ self.x
+        self.grads["W"] = {None: dW, "flip": -dW, "zero": 0 * dW, "scale": 1.5 * dW}[self.bug]
+        self.grads["b"] = du.sum(axis=0)
+        return du @ self.params["W"]
