@@ -24,7 +24,7 @@ install:  ## Create .venv and install the project (EXTRAS=test,plot,lint[,torch]
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-verify: $(STAMP)  ## The main job: audit every seed equation, then check every reference layer
+verify: $(STAMP)  ## The main job: audit every equation (1)-(20), then check every reference layer
 	$(BIN)/python -m checks verify
 
 # one BLAS/OpenMP thread per pytest worker: two workers with two threads each oversubscribe

@@ -98,7 +98,7 @@ def dtype_name(dtype: Any) -> str:
 
 
 def make_conv_case(shape: ConvShape, dtype: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs x, K, b and an upstream gradient dy (the seed's delta) of ``shape``."""
+    """Seeded inputs x, K, b and an upstream gradient dy (the delta dJ/dU) of ``shape``."""
     rng = np.random.default_rng(seed)
     h, w = shape.out_hw
     fan_in = shape.C_in * shape.k * shape.k

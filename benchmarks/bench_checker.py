@@ -156,7 +156,7 @@ def _torch_problem(case: CheckCase, smoke: bool, torch: Any) -> tuple[Callable[.
     if case.kind == "subsample":
         C, size = p
 
-        def subsample(x: Any, beta: Any, b: Any) -> Any:  # seed eq. (3): beta * down(x) + b
+        def subsample(x: Any, beta: Any, b: Any) -> Any:  # eq. (3): beta * down(x) + b
             pooled = F.avg_pool2d(x, size) * (size * size)
             return beta.view(1, C, 1, 1) * pooled + b.view(1, C, 1, 1)
 

@@ -80,10 +80,11 @@ def check_layer(
     Notes
     -----
     The checked scalar is ``phi(theta) = <dy, forward(theta)>``; its gradient with respect to
-    ``x`` and each parameter is what backward computes (the seed's delta = dJ/dU propagated by
-    eqs. (7)-(9), (12)-(14), (18)-(20)). Each numerical derivative comes with an error estimate
-    (truncation from the difference of the steps h and 2h, rounding from the output magnitudes)
-    and each element gets its own tolerance from it; see :mod:`checks.tolerances`.
+    ``x`` and each parameter is what backward computes (the delta = dJ/dU of
+    docs/derivation.md, propagated by eqs. (7)-(9), (12)-(14), (18)-(20)). Each numerical
+    derivative comes with an error estimate (truncation from the difference of the steps h and
+    2h, rounding from the output magnitudes) and each element gets its own tolerance from it;
+    see :mod:`checks.tolerances`.
     Non-differentiable points (ReLU at 0, max-pool ties) are detected from one-sided
     differences and accepted when the analytic value is a subgradient (:mod:`checks.kinks`).
 

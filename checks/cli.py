@@ -8,7 +8,7 @@ Subcommands
     check it on a seeded random input and print a per-tensor table; on a mismatch also the
     full failure message with its hints.
 ``audit [--json PATH]``
-    The derivation audit of the seed's equations (``checks.derivations``).
+    The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.derivations``).
 ``selftest``
     The checker's mutation self-test (``checks.selftest``).
 ``verify [--json PATH]``
@@ -189,7 +189,7 @@ def _build_parser() -> _Parser:
     layer.add_argument("--plot", metavar="PATH", default=None, help="write a PNG heatmap")
     layer.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    audit = sub.add_parser("audit", help="the derivation audit of the seed's equations")
+    audit = sub.add_parser("audit", help="the audit of eq. (1)-(20) of docs/derivation.md")
     audit.add_argument("--json", metavar="PATH", default=None)
     audit.add_argument("--debug", action="store_true")
     selftest = sub.add_parser("selftest", help="the checker's mutation self-test")

@@ -1,11 +1,11 @@
-"""The derivation audit: every equation of the seed, as written and as corrected.
+"""The derivation audit: every equation (1)-(20) of docs/derivation.md, as written and as corrected.
 
 One :class:`AuditRow` per (equation, variant, form). ``variant`` names what the verdict depends
 on: the convolution convention (``conv`` = true convolution, ``xcorr`` = what deep-learning
 frameworks call convolution), the pooling kind (``sum``, ``mean``, ``max``), an activation, a
-``batch``, a ``stride`` or a ``padding``. ``form`` is ``as-written`` (the seed's text taken
+``batch``, a ``stride`` or a ``padding``. ``form`` is ``as-written`` (the derivation's text taken
 literally, with only the minimum needed to make it executable; each note says what was assumed)
-or ``corrected`` (the form derived here). Every formula is evaluated with the seed's own
+or ``corrected`` (the form derived here). Every formula is evaluated with the derivation's own
 vocabulary (``cnn_ref.signal``: ``conv2``, ``rot180``, ``up``, ``down``) and compared with
 central finite differences of a forward model that is written here from index-level definitions
 and shares no code with ``cnn_ref``.
@@ -31,8 +31,8 @@ with ``A`` zero-padded by ``P`` first. Derivatives, for ``delta = dJ/dU``:
   cropped to kh x kw.
 - dJ/dA_j = sum_i conv2(delta_i, rot180(K_ij), 'full') for ``conv`` and
   sum_i conv2(delta_i, K_ij, 'full') for ``xcorr`` -- the sum runs over the *next* layer's
-  maps i with the kernel K_ij that connects map j to them. The seed's eq. (18) sums over j with
-  delta_i and K_ij and has no rot180.
+  maps i with the kernel K_ij that connects map j to them. Eq. (18) as the derivation writes
+  it sums over j with delta_i and K_ij and has no rot180.
 - up() must be the adjoint of down(): ones-Kronecker for sum, times 1/n^2 for mean, argmax
   routing for max.
 """
@@ -117,8 +117,8 @@ class AuditRow:
     Attributes
     ----------
     equation : str
-        The seed's equation number(s), e.g. ``"14"``, ``"10/11"``, or ``"net"`` for the
-        end-to-end network.
+        The equation number(s) of docs/derivation.md, e.g. ``"14"``, ``"10/11"``, or ``"net"``
+        for the end-to-end network.
     variant : str
         What the verdict depends on (convention, pooling kind, activation, batch, stride, ...).
     form : str
@@ -223,8 +223,8 @@ def _down_def(a: np.ndarray, n: int, kind: str) -> np.ndarray:
     return np.asarray(total / (n * n) if kind == "mean" else total)
 
 
-# --------------------------------------------------------------------------- the seed's forms
-# Each formula is the seed's equation written with cnn_ref.signal, literally, per map pair.
+# --------------------------------------------------------------------------- the derivation's forms
+# Each formula is the derivation's equation written with cnn_ref.signal, literally, per map pair.
 
 
 def _sg() -> Any:
@@ -279,7 +279,7 @@ def eq14_kernel_grad(
     kh, kw = kshape
     out = np.empty((delta.shape[0], a.shape[0], kh, kw))
     for i in range(delta.shape[0]):
-        # the seed has no stride; the corrected form dilates delta by stride-1 zeros
+        # the derivation has no stride; the corrected form dilates delta by stride-1 zeros
         d = delta[i] if form == "as-written" else _dilate(delta[i], stride)
         for j in range(a.shape[0]):
             v = sg.conv2(ap[j], sg.rot180(d), "valid")
@@ -360,7 +360,7 @@ def eq18_input_delta(
     for j in range(c_l):
         acc = np.zeros((hp, wp))
         for i in range(c_next):
-            # seed (18) sums delta_i over j with K_ij; the correct sum runs over next maps i
+            # (18) as written sums delta_i over j with K_ij; the correct sum runs over next maps i
             kij = sg.rot180(k[i, j]) if convention == "conv" else k[i, j]
             kij = _dilate(kij, dilation)  # dilation D: D-1 zeros between the taps
             full = sg.conv2(_dilate(delta_next[i], stride), kij, "full")
@@ -472,7 +472,7 @@ def _case_eq1(convention: str, form: str) -> Callable[[np.random.Generator], flo
         sg = _sg()
         g = _conv_geom(rng)
         a, k = _normal(rng, g.c_in, g.h, g.w), _normal(rng, g.c_out, g.c_in, g.kh, g.kw)
-        bij = _normal(rng, g.c_out, g.c_in)  # the seed's per-pair biases
+        bij = _normal(rng, g.c_out, g.c_in)  # the derivation's per-pair biases
         ref = _conv_def(a, k, bij.sum(axis=1), convention)
         u = np.zeros_like(ref)
         for i in range(g.c_out):
@@ -703,7 +703,7 @@ def _net_forward(p: dict[str, np.ndarray], x: np.ndarray, convention: str) -> di
 def _net_backward(
     p: dict[str, np.ndarray], s: dict[str, np.ndarray], g: np.ndarray, convention: str, form: str
 ) -> dict[str, np.ndarray]:
-    """Chain the seed's equations; ``form`` selects eq. 10, 14, 18 as written or corrected."""
+    """Chain the equations; ``form`` selects eq. (10), (14), (18) as written or corrected."""
     df = _ACT["sigmoid"][1]
     grads = {"W": np.outer(g, s["A3"].reshape(-1)), "b3": g}  # (5), (6)
     delta3 = (p["W"].T @ g).reshape(s["U3"].shape) * df(s["U3"])  # (8)
@@ -744,7 +744,7 @@ def _specs() -> list[_Spec]:
     aw, co = "as-written", "corrected"
     s: list[_Spec] = []
     add = s.append
-    valid = "conv2 mode taken as 'valid' (the seed: narrow convolution is the usual one)"
+    valid = "conv2 mode taken as 'valid' (the derivation: narrow convolution is the usual one)"
     add(
         _Spec(
             "1",
@@ -781,7 +781,7 @@ def _specs() -> list[_Spec]:
             "stride+padding",
             co,
             "stride S, zero padding P: conv2(pad(A_j, P), K_ij, 'valid') sampled every S",
-            "beyond the seed; checked with S=(2,3), P=(1,2)",
+            "beyond the derivation; checked with S=(2,3), P=(1,2)",
             _case_eq1_strided,
         )
     )
@@ -792,7 +792,7 @@ def _specs() -> list[_Spec]:
                 kind,
                 aw,
                 f"U_i = beta_i down(A_i) + b_i with {kind} pooling",
-                "down() is not defined in the seed; taken as n x n blocks, cropped borders",
+                "down() is not defined in the derivation; taken as n x n blocks, cropped borders",
                 _case_eq3(kind),
             )
         )
@@ -814,7 +814,7 @@ def _specs() -> list[_Spec]:
             "batch",
             co,
             "dJ/db = sum over samples of delta_n",
-            "the seed is per-sample; for a batch delta is a matrix and must be summed",
+            "the derivation is per-sample; for a batch delta is a matrix and must be summed",
             _case_dense("6", True),
         )
     )
@@ -877,7 +877,7 @@ def _specs() -> list[_Spec]:
             "batch",
             co,
             "dJ/db_i = sum over samples and s,t of delta_i",
-            "the seed is per-sample",
+            "the derivation is per-sample",
             _case_conv_params("12", "conv", co, batch=True),
         )
     )
@@ -957,7 +957,7 @@ def _specs() -> list[_Spec]:
             "stride",
             aw,
             "(14) with the strided delta, cropped to kh x kw",
-            "S = (2, 3), sizes not divisible by S; the seed has no stride",
+            "S = (2, 3), sizes not divisible by S; the derivation has no stride",
             _case_conv_params("14", "conv", aw, stride=(2, 3)),
         )
     )
@@ -987,7 +987,7 @@ def _specs() -> list[_Spec]:
             "batch",
             co,
             "dJ/dK = sum over samples of (14)",
-            "the seed is per-sample",
+            "the derivation is per-sample",
             _case_conv_params("14", "conv", co, batch=True),
         )
     )
@@ -1110,7 +1110,7 @@ def _specs() -> list[_Spec]:
             "batch",
             co,
             "dJ/dbeta = sum over samples of (20)",
-            "the seed is per-sample",
+            "the derivation is per-sample",
             _case_subsample_params("20", "mean", batch=True),
         )
     )
@@ -1227,7 +1227,7 @@ def render(rows: Sequence[AuditRow], console: Any) -> None:
     from rich.table import Table
 
     table = Table(
-        title="Seed derivation audit (finite differences, float64)",
+        title="Derivation audit, eq. (1)-(20) of docs/derivation.md (finite differences, float64)",
         show_lines=False,
         pad_edge=False,
         header_style="bold",
@@ -1308,7 +1308,7 @@ def _md(text: str) -> str:
 
 
 def render_markdown(rows: Sequence[AuditRow]) -> str:
-    """Plain-words report "What the seed gets right and wrong", with the full table."""
+    """Plain-words report "What the derivation gets right and wrong", with the full table."""
     eqs = list(dict.fromkeys(r.equation for r in rows if r.form == "as-written"))
     verdicts = {
         e: [r.holds for r in rows if r.form == "as-written" and r.equation == e] for e in eqs
@@ -1316,14 +1316,15 @@ def render_markdown(rows: Sequence[AuditRow]) -> str:
     right = [e for e in eqs if all(verdicts[e]) and e != "net"]
     partly = [e for e in eqs if any(verdicts[e]) and not all(verdicts[e]) and e != "net"]
     lines = [
-        "## What the seed gets right and wrong",
+        "## What the derivation gets right and wrong",
         "",
         "Generated by `python -m checks audit` (`checks/derivations.py`). Every equation is "
-        "evaluated with the seed's own vocabulary (`conv2`, `rot180`, `up`, `down`) and "
+        "evaluated with the derivation's own vocabulary (`conv2`, `rot180`, `up`, `down`) and "
         "compared with central finite differences of an independent forward model, over "
         "seeded random cases with non-square maps, non-square kernels, different numbers of "
         "input and output maps and beta != 1. *As written* means the text taken literally, "
-        "with only what is needed to run it; *corrected* is the form derived here.",
+        "with only what is needed to run it; *corrected* is the form derived in "
+        "`docs/derivation.md`.",
         "",
         "**Right as written** in every variant audited: equations "
         + ", ".join(f"({e})" for e in right)
@@ -1335,16 +1336,16 @@ def render_markdown(rows: Sequence[AuditRow]) -> str:
         "",
         *_findings(rows),
         "",
-        "In short: the seed's forward pass (1) and its kernel gradient (14) are those of a true "
-        "convolution (MATLAB `conv2`), which is not what deep-learning frameworks call "
+        "In short: the derivation's forward pass (1) and its kernel gradient (14) are those of a "
+        "true convolution (MATLAB `conv2`), which is not what deep-learning frameworks call "
         "convolution (cross-correlation: drop the outer `rot180` in (14)). Eq. (18) is wrong "
         "in two ways: it sums `delta_i` over j with `K_ij` where the sum must run over the "
-        "next layer's maps i with the kernel `K_ij` that connects them to map j (in the seed's "
-        "own lettering, with i the map of layer l: a sum over j of `delta_j^{l+1}` with "
-        "`K_ji^{l+1}`), and for a true convolution the kernel must be rotated "
+        "next layer's maps i with the kernel `K_ij` that connects them to map j (in the "
+        "derivation's own lettering, with i the map of layer l: a sum over j of "
+        "`delta_j^{l+1}` with `K_ji^{l+1}`), and for a true convolution the kernel must be rotated "
         "(`conv2(delta, rot180(K), 'full')`; for cross-correlation it must not). The "
         "up-sampling in (10)/(11) is right for sum pooling only: mean pooling needs a factor "
-        "1/n^2 and max pooling routes each delta to the block's maximum. The seed is "
+        "1/n^2 and max pooling routes each delta to the block's maximum. The derivation is "
         "per-sample; for a batch every parameter gradient is the sum over samples.",
         "",
         "How to run each part: `make verify` prints this audit and then checks every "

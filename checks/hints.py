@@ -4,6 +4,7 @@
 that were checked) and returns one sentence per recognised pattern. ``checks.messages``
 prints each as a ``Hint:`` line. Every detector is a pure function on arrays; none of them
 knows the layer.
+Equation numbers such as eq. (14) are those of docs/derivation.md.
 
 The catalogue, in the order the hints are printed:
 
@@ -13,10 +14,10 @@ pattern                   usual cause
 all-zero analytic         backward never fills the gradient (or fills a copy)
 analytic = -numerical     a sign flipped
 analytic = c * numerical  a constant factor: 1/n^2 -> mean-pool up-sampling without its
-                          factor (eq. 10/11); 1/N -> batch mean vs sum
-analytic = rot180(num.)   kernel gradient not flipped (eq. 14), or the layer mixes
+                          factor (eq. (10)/(11)); 1/N -> batch mean vs sum
+analytic = rot180(num.)   kernel gradient not flipped (eq. (14)), or the layer mixes
                           convolution and cross-correlation
-analytic = num. with the  K_ij vs K_ji (eq. 18), or a spatially transposed kernel
+analytic = num. with the  K_ij vs K_ji (eq. (18)), or a spatially transposed kernel
 first two / last two
 axes swapped
 errors only at the        padding handled wrong (cropped, offset, or not zeroed)
@@ -24,7 +25,7 @@ border of the last two
 axes
 analytic = numerical      padding cropped at the wrong offset ([0:H] for [p:p+H])
 shifted by (dr, dc)
-analytic = c_k * num.,    a per-channel scalar (beta, eq. 10/11) dropped or doubled
+analytic = c_k * num.,    a per-channel scalar (beta, eq. (10)/(11)) dropped or doubled
 one factor per channel
 errors only off (or on)   a stride: positions skipped by the stride get (or miss) a
 a stride grid             gradient
@@ -231,12 +232,12 @@ def _factor_reason(c: float) -> str:
         if extra:
             reasons.append(
                 f"1/{k} = 1/{root}^2: the mean-pool factor 1/n^2 (n = {root}) applied once "
-                f"too often (seed eq. 10/11 with mean pooling divides up(delta) by n^2 once)"
+                f"too often (eq. (10)/(11) with mean pooling divides up(delta) by n^2 once)"
             )
         else:
             reasons.append(
                 f"{k} = {root}^2: a mean-pool up-sampling without its 1/n^2 factor (n = "
-                f"{root}; seed eq. 10/11 with mean pooling needs up(delta) / n^2)"
+                f"{root}; eq. (10)/(11) with mean pooling needs up(delta) / n^2)"
             )
     if extra:
         reasons.append(
@@ -292,11 +293,11 @@ def _rot180_hint(ctx: _Context) -> str | None:
         return (
             f"{ctx.name}: analytic = rot180(numerical) over the last two axes -- the input "
             f"gradient comes out flipped: the 'full' convolution of delta uses K where it "
-            f"needs rot180(K) or the other way round (seed eq. 18 / conv vs xcorr)."
+            f"needs rot180(K) or the other way round (eq. (18) / conv vs xcorr)."
         )
     return (
         f"{ctx.name}: analytic = rot180(numerical) over the last two axes -- the kernel "
-        f"gradient is not flipped: seed eq. (14) is rot180(conv2(A_j, rot180(delta_i), "
+        f"gradient is not flipped: eq. (14) is rot180(conv2(A_j, rot180(delta_i), "
         f"'valid')), or the forward pass and the gradient use different conventions "
         f"(convolution vs cross-correlation)."
     )
@@ -309,19 +310,19 @@ def _transpose_hint(ctx: _Context) -> str | None:
             if a.ndim == 2:
                 return (
                     f"{ctx.name}: analytic = numerical transposed -- the gradient is built "
-                    f"as dW^T (e.g. x^T @ delta where delta^T @ x is needed, seed eq. 5/6: "
+                    f"as dW^T (e.g. x^T @ delta where delta^T @ x is needed, eq. (5)/(6): "
                     f"W is (out, in))."
                 )
             return (
                 f"{ctx.name}: analytic[i, j] = numerical[j, i] -- the channel indices are "
                 f"swapped: K_ij connects input map j to output map i, so dK[i, j] pairs "
-                f"delta_i with A_j (seed eq. 14; eq. 18 needs K_ji, summed over the next "
-                f"layer's maps j)."
+                f"delta_i with A_j (eq. (14); eq. (18) sums over the next layer's maps i with "
+                f"K_ij)."
             )
         if a.ndim >= 4 and max(a.shape[-2:]) > 1 and _fits(ctx, _rot180_swap01):
             return (
                 f"{ctx.name}: analytic[i, j] = rot180(numerical[j, i]) -- the channel indices "
-                f"are swapped AND the kernel gradient is not flipped (seed eq. 14 and 18)."
+                f"are swapped AND the kernel gradient is not flipped (eq. (14) and (18))."
             )
     if a.ndim >= 3 and a.shape[-1] == a.shape[-2] and a.shape[-1] > 1 and _fits(ctx, _swap_last):
         return (
@@ -405,7 +406,7 @@ def _per_slice_scale_hint(ctx: _Context) -> str | None:
         return (
             f"{ctx.name}: analytic = c_k x numerical with one factor per {what} k (axis "
             f"{axis}): c = [{shown}] -- a per-{what} scalar dropped or applied twice, e.g. "
-            f"beta in seed eq. (10)/(11) (delta = beta * up(delta_next)) or a per-map "
+            f"beta in eq. (10)/(11) (delta = beta * up(delta_next)) or a per-map "
             f"normalisation."
         )
     return None

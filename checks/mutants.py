@@ -170,7 +170,7 @@ def _set_grad(name: str, fn: Callable[[Ctx], np.ndarray]) -> Callable[[Ctx], np.
 
 
 def _dK_not_flipped(ctx: Ctx) -> np.ndarray:
-    # seed (14) without its outer rot180 (or with it, on a cross-correlation layer)
+    # eq. (14) without its outer rot180 (or with it, on a cross-correlation layer)
     return ctx.grads["K"][..., ::-1, ::-1].copy()
 
 
@@ -179,7 +179,7 @@ def _dK_channels_swapped(ctx: Ctx) -> np.ndarray:
 
 
 def _dx_with_kij_for_kji(ctx: Ctx) -> np.ndarray:
-    # seed (18) as typed: the kernel of the wrong channel pair (K transposed in its first axes)
+    # eq. (18) as written: the kernel of the wrong channel pair (K transposed in its first axes)
     from cnn_ref.functional.conv import conv2d_backward
 
     K = ctx.params["K"].transpose(1, 0, 2, 3)
@@ -187,7 +187,7 @@ def _dx_with_kij_for_kji(ctx: Ctx) -> np.ndarray:
 
 
 def _dx_without_rot180(ctx: Ctx) -> np.ndarray:
-    # seed (18) as typed on a true-convolution layer: conv2(delta, K, 'full'), no rot180
+    # eq. (18) as written on a true-convolution layer: conv2(delta, K, 'full'), no rot180
     from cnn_ref.functional.conv import conv2d_backward
 
     kw = _conv_kw(ctx.base)

@@ -283,14 +283,14 @@ def subsample_configs(
     kinds: Sequence[str] = ("sum", "mean", "max"),
     max_elements: int = 400,
 ) -> st.SearchStrategy[SubsampleConfig]:
-    """Valid subsampling geometries (seed eq. 3): ``h >= size_h``, ``w >= size_w``.
+    """Valid subsampling geometries (eq. (3)): ``h >= size_h``, ``w >= size_w``.
 
     Parameters
     ----------
     max_size : int
         Upper bound on the block size per axis (drawn per axis: non-square blocks occur).
     overlapping : bool
-        ``False`` (the seed's down): stride equals the block size. ``True``: stride drawn
+        ``False`` (down of eq. (3)): stride equals the block size. ``True``: stride drawn
         in ``1..size``.
     kinds : sequence of str
         Pooling kinds to draw from (``"sum"``, ``"mean"``, ``"max"``).
@@ -317,7 +317,7 @@ def subsample_configs(
 
 
 def dense_configs(*, max_batch: int = 4, max_features: int = 12) -> st.SearchStrategy[DenseConfig]:
-    """Fully-connected geometries (seed eq. 5/6) with ``n``, features in ``1..max``."""
+    """Fully-connected geometries (eq. (5)/(6)) with ``n``, features in ``1..max``."""
     _check_bounds(max_batch=max_batch, max_features=max_features)
     return st.builds(
         DenseConfig,

@@ -1,7 +1,7 @@
-"""Reference CNN layers after the equations (1)-(20) of the seed.
+"""Reference CNN layers after the equations (1)-(20) of docs/derivation.md.
 
 Layers follow one protocol (``forward``, ``backward``, ``params``, ``grads``; see
-docs/ARCHITECTURE.md). ``cnn_ref.signal`` holds the seed's primitives (conv2, xcorr2, rot180,
+docs/ARCHITECTURE.md). ``cnn_ref.signal`` holds the derivation's primitives (conv2, xcorr2, rot180,
 down, up), ``cnn_ref.functional`` the forward/backward pairs, ``cnn_ref.activations`` f and f'.
 """
 

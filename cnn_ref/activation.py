@@ -1,4 +1,4 @@
-"""A stand-alone activation layer (seed eq. 2/4 forward, eq. 8/16 backward)."""
+"""A stand-alone activation layer (eq. (2)/(4) forward, eq. (8)/(16) backward)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Element-wise activations f and their derivatives f' (seed eq. 2, 4, 8, 16).
+"""Element-wise activations f and their derivatives f' (eq. (2), (4), (8), (16)).
 
 A layer computes ``A = f(U)`` in forward (eq. 2 for convolution layers, eq. 4 for subsampling
 layers) and turns the upstream gradient ``dJ/dA`` into its delta with
-``delta = dJ/dA * f'(U)`` in backward (eq. 8 and 16: the element-wise product, the seed's
+``delta = dJ/dA * f'(U)`` in backward (eq. (8) and (16): the element-wise product, the derivation's
 ``\\otimes``). Each activation is an :class:`ActivationFn` pair ``(f, df)`` in the registry
 :data:`ACTIVATIONS`; :func:`get` looks one up by name.
 
@@ -113,8 +113,8 @@ def get(name: str, arg: str = "activation") -> ActivationFn:
 
     Notes
     -----
-    Forward: ``A = f(U)`` (seed eq. 2 and 4). Backward: ``delta = dJ/dA * f'(U)``
-    (seed eq. 8 and 16, an element-wise product).
+    Forward: ``A = f(U)`` (eq. (2) and (4)). Backward: ``delta = dJ/dA * f'(U)``
+    (eq. (8) and (16), an element-wise product).
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Convolution layer (seed eq. 1, 2 forward; 8, 12, 14, 18 backward)."""
+"""Convolution layer (eq. (1), (2) forward; (8), (12), (14), (18) backward; docs/derivation.md)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ class Conv2D(ActivatedLayer):
     Parameters
     ----------
     in_channels, out_channels : int
-        Number of input maps (the seed's N_{l-1}) and output maps.
+        Number of input maps (the derivation's N_{l-1}) and output maps.
     kernel_size : int or (int, int)
     stride, dilation : int or (int, int), default 1
     padding : int or (int, int), default 0
         Zero padding on each side.
     convention : {"conv", "xcorr"}
-        ``"conv"`` is the seed's true convolution (kernel flipped); ``"xcorr"`` is what
+        ``"conv"`` is the derivation's true convolution (kernel flipped); ``"xcorr"`` is what
         deep-learning frameworks call convolution (PyTorch ``conv2d``).
     activation : {"identity", "sigmoid", "tanh", "relu"}
     seed : int, optional
@@ -33,7 +33,7 @@ class Conv2D(ActivatedLayer):
     Attributes
     ----------
     params : dict
-        ``"K"``: ``(out_channels, in_channels, kh, kw)``, ``K[i, j]`` is the seed's K_ij;
+        ``"K"``: ``(out_channels, in_channels, kh, kw)``, ``K[i, j]`` is the derivation's K_ij;
         ``"b"``: ``(out_channels,)``. Both drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
         ``fan_in = in_channels * kh * kw`` (PyTorch's default scale).
     grads : dict
@@ -42,7 +42,7 @@ class Conv2D(ActivatedLayer):
     Notes
     -----
     Forward, eq. (1)-(2): ``U_i = sum_j conv2(A_j, K_ij) + b_i`` and ``A_i = f(U_i)`` (the
-    seed's per-pair biases b_ij add up to one bias per output map). Backward: the delta
+    derivation's per-pair biases b_ij add up to one bias per output map). Backward: the delta
     ``dJ/dU = dJ/dA * f'(U)`` (eq. 8), then ``db`` (eq. 12), ``dK`` (eq. 13/14) and ``dx``
     (the conv part of eq. 18) from :func:`cnn_ref.functional.conv2d_backward`.
 

@@ -1,4 +1,4 @@
-"""Fully-connected layer ``Dense`` (seed eq. 5, 6) and ``Flatten`` (maps to feature vectors)."""
+"""Fully-connected layer ``Dense`` (eq. (5), (6)) and ``Flatten`` (maps to feature vectors)."""
 
 from __future__ import annotations
 

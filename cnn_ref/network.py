@@ -1,10 +1,11 @@
-"""A chain of layers with a loss (``Sequential``), the two losses, and the seed's LeNet-5.
+"""A chain of layers with a loss (``Sequential``), the two losses, and the derivation's LeNet-5.
 
-Back-propagation chains the layers' deltas exactly as the seed does: each layer's ``backward``
-receives ``dJ/dA`` of its output, turns it into its own delta ``dJ/dU = dJ/dA * f'(U)``
-(eq. 8/16), fills its gradients (eq. 5/6, 12/14, 19/20) and returns ``dJ/dA`` of its input,
-which is the next layer's upstream gradient (the ``beta * up(delta)`` of eq. 10/11 or the
-convolution of eq. 18, before the lower layer applies its own ``f'``).
+Back-propagation chains the layers' deltas exactly as the derivation (docs/derivation.md)
+does: each layer's ``backward`` receives ``dJ/dA`` of its output, turns it into its own delta
+``dJ/dU = dJ/dA * f'(U)`` (eq. (8)/(16)), fills its gradients (eq. (5)/(6), (12)/(14),
+(19)/(20)) and returns ``dJ/dA`` of its input, which is the next layer's upstream gradient (the
+``beta * up(delta)`` of eq. (10)/(11) or the convolution of eq. (18), before the lower layer
+applies its own ``f'``).
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ class Sequential:
 
 
 # ---------------------------------------------------------------------------------------------
-# the seed's network
+# the derivation's network
 # ---------------------------------------------------------------------------------------------
 
 
@@ -281,7 +282,7 @@ def lenet5(
     dtype: np.dtype | type = np.float64,
     loss: str | None = "softmax_cross_entropy",
 ) -> Sequential:
-    """The seed's network: conv -> subsample -> conv -> subsample -> flatten -> dense.
+    """The derivation's network: conv -> subsample -> conv -> subsample -> flatten -> dense.
 
     Sizes of LeNet-5: 6 maps from 5x5 kernels, 2x2 subsampling, 16 maps from 5x5 kernels,
     2x2 subsampling, a dense layer to ``n_classes`` outputs (28x28 input: 6@24x24 -> 6@12x12

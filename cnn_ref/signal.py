@@ -1,7 +1,7 @@
-"""The seed's 2-D signal vocabulary: ``conv2``, ``xcorr2``, ``rot180``, ``down``, ``up``.
+"""The derivation's 2-D signal vocabulary: ``conv2``, ``xcorr2``, ``rot180``, ``down``, ``up``.
 
 All five act on the last two axes; leading axes (batch, channels) broadcast. ``conv2`` follows
-MATLAB's ``conv2`` exactly, which is what the seed (and Bouvrie's notes it quotes) write:
+MATLAB's ``conv2`` exactly, which is what the derivation (and Bouvrie's notes it follows) write:
 
 - ``'full'``: shape ``(ma + mk - 1, na + nk - 1)``;
 - ``'same'``: the central part of ``'full'`` with the shape of ``a``, starting at row
@@ -105,7 +105,7 @@ def conv2(a: np.ndarray, k: np.ndarray, mode: str = "full") -> np.ndarray:
     Notes
     -----
     ``C[m, n] = sum_{p, q} a[m - p, n - q] k[p, q]`` over the indices where ``a`` is defined
-    (the kernel is flipped). This is the ``conv2`` of the seed's eq. (1), (14) and (18).
+    (the kernel is flipped). This is the ``conv2`` of eq. (1), (14) and (18).
 
     Examples
     --------
@@ -179,7 +179,7 @@ def down(a: np.ndarray, n: int | tuple[int, int], kind: str = "sum") -> np.ndarr
 
     Notes
     -----
-    The seed's ``down`` of eq. (3) and ``d_i = down(A_i)`` of eq. (20).
+    The ``down`` of eq. (3) and ``d_i = down(A_i)`` of eq. (20).
 
     Examples
     --------
@@ -220,7 +220,7 @@ def up(
     n : int or (int, int)
         Block size used by ``down``.
     kind : {"sum", "mean", "max"}
-        ``"sum"`` copies each ``d`` to every element of its block (the seed's ``up`` =
+        ``"sum"`` copies each ``d`` to every element of its block (the ``up`` of eq. (10) =
         ``kron(d, ones(n, n))``); ``"mean"`` does the same divided by ``nh * nw``; ``"max"``
         routes each ``d`` to the first maximum of its block in row-major order (by real part
         for complex ``a``), zero elsewhere.
@@ -241,7 +241,7 @@ def up(
 
     Notes
     -----
-    The seed's ``up`` in eq. (10)/(11); the adjoint identity is what makes eq. (10) the exact
+    The ``up`` of eq. (10)/(11); the adjoint identity is what makes eq. (10) the exact
     gradient of eq. (3).
 
     Examples

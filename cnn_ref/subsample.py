@@ -1,4 +1,4 @@
-"""Subsampling layers: LeNet-style ``Subsample`` (seed eq. 3, 4; 10/11, 16, 19, 20) and the
+"""Subsampling layers: LeNet-style ``Subsample`` (eq. (3), (4); (10)/(11), (16), (19), (20)) and the
 parameter-free ``MaxPool2D`` / ``AvgPool2D``."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Subsample(ActivatedLayer):
     size : int or (int, int)
         Pooling window.
     stride : int or (int, int), optional
-        Step between windows; ``None`` (default) means ``stride = size`` as in the seed.
+        Step between windows; ``None`` (default) means ``stride = size`` as in the derivation.
     kind : {"sum", "mean", "max"}
         What ``down`` computes over a window.
     activation : {"identity", "sigmoid", "tanh", "relu"}

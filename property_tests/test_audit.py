@@ -100,6 +100,6 @@ def test_audit_command_prints_writes_json_and_exits_zero(tmp_path):
 
 def test_markdown_names_the_wrong_equations(rows):
     text = render_markdown(rows)
-    assert text.startswith("## What the seed gets right and wrong")
+    assert text.startswith("## What the derivation gets right and wrong")
     assert "Eq. (18), conv" in text and "Eq. (10/11), mean" in text
     assert "Eq. (14), conv**" not in text  # (14) is right for true convolution

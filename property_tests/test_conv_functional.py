@@ -1,6 +1,6 @@
 """cnn_ref.functional.conv: eq. (1), (12), (13)/(14), (18), literal vs fast, against oracles.
 
-Oracles: the literal path (the seed's equations per channel pair, built on cnn_ref.signal,
+Oracles: the literal path (the derivation's equations per channel pair, built on cnn_ref.signal,
 itself checked against scipy), central finite differences (property_tests/_fd.py, shares
 nothing with the checker), and PyTorch's conv2d + autograd for the cross-correlation
 convention (and, through a flipped kernel, for true convolution).

@@ -1,4 +1,4 @@
-"""Fully-connected layer, functional core: seed eq. (5), (6), summed over a batch.
+"""Fully-connected layer, functional core: eq. (5), (6), summed over a batch.
 
 Oracles: central differences (``_fd``), the per-sample form of eq. (5)/(6) written as a loop,
 and PyTorch autograd (``linear``) when torch is installed.

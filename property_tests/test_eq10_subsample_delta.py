@@ -1,7 +1,7 @@
 """Eq. (10)/(11): the delta of the layer before a subsampling layer, beta * up(delta).
 
-up() must be the adjoint of down(): the ones-Kronecker up of the seed's sources is right for sum
-pooling, off by exactly n^2 for mean pooling, and must route to the arg-max for max pooling.
+up() must be the adjoint of down(): the ones-Kronecker up of the derivation's sources is right for
+sum pooling, off by exactly n^2 for mean pooling, and must route to the arg-max for max pooling.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_subsample_delta_is_beta_times_upsampled_delta_eq10(cfg, data):
     dy = rng.standard_normal(cfg.out_shape)
     dx, _, _ = subsample_backward(dy, x, beta, size=cfg.size, kind=cfg.kind)
     n = cfg.size
-    if n[0] == n[1]:  # the derived form in the seed's scalar-n vocabulary
+    if n[0] == n[1]:  # the derived form in the derivation's scalar-n vocabulary
         ones = np.ones(cfg.x_shape[1:])
         derived = np.stack(
             [
@@ -47,7 +47,7 @@ def test_subsample_delta_is_beta_times_upsampled_delta_eq10(cfg, data):
             ]
         )
         np.testing.assert_allclose(dx, derived, rtol=1e-12, atol=1e-12)
-    # the seed's ones-Kronecker up-sampling, zero on the cropped border
+    # the derivation's ones-Kronecker up-sampling, zero on the cropped border
     kron = np.zeros_like(x)
     ho, wo = cfg.out_shape[2:]
     kron[..., : ho * n[0], : wo * n[1]] = np.kron(dy, np.ones(n)) * beta[:, None, None]

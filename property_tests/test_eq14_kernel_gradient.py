@@ -1,8 +1,8 @@
 """Eq. (12)-(14): the kernel and bias gradients of a convolution layer.
 
-cnn_ref's ``dK`` is compared with (a) the derived form written in the seed's vocabulary
+cnn_ref's ``dK`` is compared with (a) the derived form written in the derivation's vocabulary
 (``checks.derivations.eq14_kernel_grad``), (b) independent central differences
-(``property_tests._fd``), and the seed's as-written (14) is shown to be the kernel gradient of
+(``property_tests._fd``), and the as-written (14) is shown to be the kernel gradient of
 true convolution only.
 """
 
@@ -55,7 +55,7 @@ def test_kernel_gradient_is_rot180_of_valid_conv_eq14(cfg, convention, seed):
 
 
 @given(cfg=conv_configs(max_stride=1, max_padding=0, max_dilation=1), seed=st.integers(0, 99))
-def test_seed_eq14_as_written_is_the_true_convolution_gradient_only(cfg, seed):
+def test_eq14_as_written_is_the_true_convolution_gradient_only(cfg, seed):
     _, x, K, _ = _draw(cfg, seed)
     dy = np.random.default_rng(seed + 1).standard_normal(cfg.out_shape)
     as_written = sum(

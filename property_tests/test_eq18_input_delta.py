@@ -1,9 +1,9 @@
 """Eq. (18): the delta passed back through a convolution layer.
 
-The seed's (18) sums ``delta_i`` over j with ``K_ij`` and has no rot180; the derived form sums
+The derivation's (18) sums ``delta_i`` over j with ``K_ij`` and has no rot180; the derived form sums
 over the next layer's maps i with ``K_ij`` (map j's kernel into map i), as a full convolution,
 with rot180 of K for true convolution and without it for cross-correlation. cnn_ref's ``dx``
-is compared with the derived form, with central differences, and with the seed's text.
+is compared with the derived form, with central differences, and with the derivation's text.
 """
 
 from __future__ import annotations
@@ -50,20 +50,20 @@ def test_input_delta_sums_next_maps_with_kji_full_conv_eq18(cfg, convention, see
 
 
 @given(cfg=conv_configs(max_stride=1, max_padding=0, max_dilation=1), seed=st.integers(0, 99))
-def test_seed_eq18_as_written_fails_with_several_maps_and_for_true_convolution(cfg, seed):
+def test_eq18_as_written_fails_with_several_maps_and_for_true_convolution(cfg, seed):
     rng = np.random.default_rng(seed)
     c = cfg.c_in
     K = rng.standard_normal((c, c, cfg.kh, cfg.kw))  # as written it needs N_l == N_l+1
     x = rng.standard_normal(cfg.x_shape)
     dy = rng.standard_normal((cfg.n, c, *cfg.out_shape[2:]))
     ones = np.ones(cfg.x_shape[1:])
-    seed18 = eq18_input_delta(dy[0], K, ones, "conv", "as-written")
+    as_written = eq18_input_delta(dy[0], K, ones, "conv", "as-written")
     dx_xcorr = conv2d_backward(dy[:1], x[:1], K, convention="xcorr")[0][0]
     dx_conv = conv2d_backward(dy[:1], x[:1], K, convention="conv")[0][0]
     if c == 1:  # one map: only the rot180 matters, and the text is right for xcorr
-        np.testing.assert_allclose(seed18, dx_xcorr, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(as_written, dx_xcorr, rtol=1e-10, atol=1e-10)
         assume(cfg.kh * cfg.kw > 1)
-    assert not np.allclose(seed18, dx_conv, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(as_written, dx_conv, rtol=1e-6, atol=1e-9)
 
 
 @given(

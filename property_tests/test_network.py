@@ -1,6 +1,6 @@
-"""Sequential, the losses and lenet5: end-to-end back-propagation as the seed chains it.
+"""Sequential, the losses and lenet5: end-to-end back-propagation as the derivation chains it.
 
-Oracles: central differences (``_fd``), the seed's equations re-typed with ``cnn_ref.signal``
+Oracles: central differences (``_fd``), the derivation's equations re-typed with ``cnn_ref.signal``
 primitives and ``np.kron`` (eq. 1, 3, 11, 12, 14, 16, 18, 19, 20), and an equivalent PyTorch
 network (xcorr convention) for the full LeNet gradient.
 """
@@ -82,7 +82,7 @@ def test_sequential_follows_the_layer_protocol() -> None:
     assert_layer_gradients(net, _x((1, 2, 8, 7)))  # another batch size on the next call
 
 
-def test_backward_chains_deltas_exactly_as_the_seed_eq1_3_11_12_14_16_19_20() -> None:
+def test_backward_chains_deltas_exactly_as_the_derivation_eq1_3_11_12_14_16_19_20() -> None:
     # conv (sigmoid) -> sum-subsample (tanh), true convolution, 9x8 maps (one row cropped)
     conv = Conv2D(2, 3, 3, activation="sigmoid", seed=4)
     sub = Subsample(3, 2, kind="sum", activation="tanh", seed=5)
@@ -130,7 +130,7 @@ def test_backward_chains_deltas_exactly_as_the_seed_eq1_3_11_12_14_16_19_20() ->
         ]
     )  # eq. (14), summed over the batch
     np.testing.assert_allclose(conv.grads["K"], dK, rtol=1e-12, atol=1e-14)
-    # eq. (18), corrected: sum over the maps i fed by j, with K_ij rotated (the seed's text
+    # eq. (18), corrected: sum over the maps i fed by j, with K_ij rotated (the derivation's text
     # sums delta_i with K_ij unrotated, which is the xcorr-convention form with swapped indices)
     dA0 = np.array(
         [

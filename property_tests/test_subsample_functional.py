@@ -1,7 +1,7 @@
-"""Subsampling, functional core: seed eq. (3), (10)/(11), (19), (20).
+"""Subsampling, functional core: eq. (3), (10)/(11), (19), (20).
 
 Oracles: central differences (``_fd``, independent of ``checks``), the adjoint identity
-``<down(A), D> == <A, up(D)>``, an ``np.kron`` up-sampling written from the seed's text, and
+``<down(A), D> == <A, up(D)>``, an ``np.kron`` up-sampling written from the derivation's text, and
 PyTorch autograd (``avg_pool2d`` / ``max_pool2d``) when torch is installed.
 """
 
@@ -35,7 +35,7 @@ class Case(NamedTuple):
 @st.composite
 def cases(draw: st.DrawFn, kinds: tuple[str, ...] = ("sum", "mean", "max")) -> Case:
     cfg = draw(subsample_configs(kinds=kinds, max_elements=200), label="geometry")
-    # None (= size, the seed's case), or any stride: overlapping, gapped, not dividing the map
+    # None (= size, the derivation's case), or any stride: overlapping, gapped, not dividing the map
     stride = draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3)), label="stride")
     arrays = tie_free_arrays if cfg.kind == "max" else well_conditioned_arrays
     x = draw(arrays(cfg.x_shape), label="x")
@@ -49,7 +49,7 @@ def _dy(case: Case, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape)
 
 
-# the seed's configuration: 2x2 blocks on a 5x7 map (cropped border), beta != 1
+# the derivation's configuration: 2x2 blocks on a 5x7 map (cropped border), beta != 1
 _SEED_CASE = Case(
     np.random.default_rng(1).permutation(2 * 3 * 5 * 7).reshape(2, 3, 5, 7) * 0.1,
     np.array([0.5, -1.5, 2.0]),
@@ -105,7 +105,7 @@ def test_up_is_the_adjoint_of_down(case: Case, impl: str) -> None:
 @pytest.mark.parametrize("kind", ["sum", "mean"])
 @given(data=st.data())
 def test_subsample_delta_is_beta_times_upsampled_delta_eq10(kind: str, data: st.DataObject) -> None:
-    # The seed's up(delta) is kron(delta, ones(n)); with the 1/n^2 factor for mean pooling,
+    # The derivation's up(delta) is kron(delta, ones(n)); with the 1/n^2 factor for mean pooling,
     # and zeros on the cropped border, beta * up(delta) is dJ/dA of the layer below.
     cfg = data.draw(subsample_configs(kinds=(kind,), max_elements=200), label="geometry")
     x = data.draw(well_conditioned_arrays(cfg.x_shape), label="x")

@@ -45,7 +45,7 @@ def test_xcorr_conv_matches_torch_conv2d_autograd(cfg, seed):
         conv2d_backward(dy, x, K, convention="xcorr", **kw), (tx, tK, tb), strict=True
     ):
         np.testing.assert_allclose(ours, theirs.grad.numpy(), **TOL)
-    # the seed's true convolution is torch's conv2d with the kernel rotated
+    # the derivation's true convolution is torch's conv2d with the kernel rotated
     u_conv = conv2d_forward(x, K, b, convention="conv", **kw)
     flipped = F.conv2d(
         torch.tensor(x), torch.tensor(K[..., ::-1, ::-1].copy()), torch.tensor(b), **kw

@@ -1,6 +1,6 @@
 """Forward/backward pairs of the reference layers (``impl="literal" | "fast"``).
 
-``u`` is the pre-activation (the seed's U) and ``dy`` the delta ``dJ/dU``; see
+``u`` is the pre-activation (U in docs/derivation.md) and ``dy`` the delta ``dJ/dU``; see
 docs/ARCHITECTURE.md for the contracts.
 """
 

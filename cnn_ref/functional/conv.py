@@ -1,13 +1,13 @@
-"""Convolution layer, forward and backward: the seed's eq. (1), (12), (13)/(14), (18).
+"""Convolution layer, forward and backward: eq. (1), (12), (13)/(14), (18) of docs/derivation.md.
 
 Shapes: ``x`` is ``(N, C_in, H, W)``, ``K`` is ``(C_out, C_in, kh, kw)`` so that ``K[i, j]``
-is the seed's ``K_ij`` (i = output map, j = input map), ``b`` is ``(C_out,)``, and the
-pre-activation ``u`` (the seed's ``U``) and its gradient ``dy`` (the seed's ``delta``) are
+is the derivation's ``K_ij`` (i = output map, j = input map), ``b`` is ``(C_out,)``, and the
+pre-activation ``u`` (the derivation's ``U``) and its gradient ``dy`` (its ``delta``) are
 ``(N, C_out, H_out, W_out)`` with ``H_out = (H + 2*ph - dh*(kh - 1) - 1) // sh + 1``.
 
 Two implementations that agree to ~1e-12 in float64:
 
-- ``impl="literal"``: the equations as the seed writes them, one ``conv2`` per channel pair
+- ``impl="literal"``: the equations as the derivation writes them, one ``conv2`` per channel pair
   (:mod:`cnn_ref.signal`), each line labelled with its equation number. Stride, padding and
   dilation are done the literal way: zero-pad the input, dilate the kernel with zeros,
   subsample the 'valid' result; backward inserts zeros into delta and crops the padding.
@@ -98,23 +98,23 @@ def conv2d_forward(
     convention: str = "conv",
     impl: str = "fast",
 ) -> np.ndarray:
-    """Pre-activation of a convolution layer, the seed's eq. (1).
+    """Pre-activation of a convolution layer, eq. (1).
 
     Parameters
     ----------
     x : ndarray, shape (N, C_in, H, W)
         Input maps ``A^{l-1}``; floating or complex, finite.
     K : ndarray, shape (C_out, C_in, kh, kw)
-        Kernels; ``K[i, j]`` is the seed's ``K_ij``.
+        Kernels; ``K[i, j]`` is the derivation's ``K_ij``.
     b : ndarray, shape (C_out,)
         One bias per output map.
     stride, padding, dilation : int or (int, int)
         Stride (>= 1), zero padding on each side (>= 0) and kernel dilation (>= 1).
     convention : {"conv", "xcorr"}
-        ``"conv"``: true convolution (kernel flipped), the seed's ``conv2``. ``"xcorr"``:
+        ``"conv"``: true convolution (kernel flipped), the derivation's ``conv2``. ``"xcorr"``:
         cross-correlation, what PyTorch's ``conv2d`` computes.
     impl : {"fast", "literal"}
-        Vectorised path or the seed's equations written per channel pair.
+        Vectorised path or the derivation's equations written per channel pair.
 
     Returns
     -------
@@ -132,7 +132,7 @@ def conv2d_forward(
 
     Notes
     -----
-    Eq. (1): ``U_i = sum_j conv2(A_j, K_ij, 'valid') + b_i``. The seed writes a bias ``b_ij``
+    Eq. (1): ``U_i = sum_j conv2(A_j, K_ij, 'valid') + b_i``. The derivation writes a bias ``b_ij``
     inside the sum; only their sum over ``j`` is identifiable, so there is one ``b_i`` per map
     (as eq. (12) assumes). With stride ``s``, padding ``P`` and dilation ``d``:
     ``U_i = [sum_j conv2(pad(A_j, P), dilate(K_ij, d), 'valid')][::s, ::s] + b_i``.
@@ -179,7 +179,7 @@ def _forward_literal(
     for i in range(o):
         for j in range(K.shape[1]):
             U[:, i] += corr(A[:, j], Kd[i, j], "valid")[:, ::sh, ::sw]  # eq. (1), sum over j
-        # seed (1) adds b_ij inside the sum over j; only b_i = sum_j b_ij is identifiable.
+        # eq. (1) as written adds b_ij inside the sum over j; only b_i = sum_j b_ij is identifiable.
         U[:, i] += b[i]  # eq. (1)
     return U
 
@@ -203,7 +203,7 @@ def conv2d_backward(
     Parameters
     ----------
     dy : ndarray, shape (N, C_out, H_out, W_out)
-        ``delta = dJ/dU`` of this layer (the seed's ``delta^l``, after eq. (8)).
+        ``delta = dJ/dU`` of this layer (the derivation's ``delta^l``, after eq. (8)).
     x, K, stride, padding, dilation, convention, impl
         As in :func:`conv2d_forward` (the bias does not enter the gradients).
 
@@ -226,15 +226,15 @@ def conv2d_backward(
 
     Notes
     -----
-    For ``convention="conv"`` (the seed's), with ``delta`` on the stride-1 grid:
+    For ``convention="conv"`` (the derivation's), with ``delta`` on the stride-1 grid:
 
     - eq. (12): ``db_i = sum_{n,s,t} delta_i[s, t]``;
     - eq. (14): ``dK_ij = rot180(conv2(A_j, rot180(delta_i), 'valid'))`` (true for
       convolution only: for ``"xcorr"`` the outer ``rot180`` goes, ``dK_ij = xcorr2(A_j,
       delta_i, 'valid')``);
-    - eq. (18): ``dA_j = sum_i conv2(delta_i, rot180(K_ij), 'full')`` -- the seed sums
+    - eq. (18): ``dA_j = sum_i conv2(delta_i, rot180(K_ij), 'full')`` -- the derivation sums
       ``delta_i`` over ``j`` with ``K_ij`` and no ``rot180``/'full'; the sum runs over the
-      next layer's maps ``i`` and, for true convolution, the kernel is rotated. The seed's
+      next layer's maps ``i`` and, for true convolution, the kernel is rotated. The derivation's
       form (``conv2(delta_i, K_ij, 'full')``) is right for ``"xcorr"``.
 
     Examples
@@ -290,14 +290,14 @@ def _backward_literal(
         db[i] = delta[:, i].sum()  # eq. (12), summed over the batch
         for j in range(c):
             if convention == "conv":
-                # seed (13) pairs delta_st with the patch P_st; for true convolution it is rot180'd.
+                # eq. (13) pairs delta_st with the patch P_st; for true convolution it is rot180'd.
                 dKd[i, j] = rot180(conv2(A[:, j], rot180(delta[:, i]), "valid")).sum(0)  # eq. (14)
-                # seed (18) sums over j with K_ij; correct: sum over i, rot180(K_ij), "full".
+                # (18) as written sums over j with K_ij; correct: sum over i, rot180(K_ij), "full".
                 dA[:, j] += conv2(delta[:, i], rot180(Kd[i, j]), "full")  # eq. (18)
             else:
-                # seed (14) holds for true convolution only; for xcorr the outer rot180 goes.
+                # eq. (14) holds for true convolution only; for xcorr the outer rot180 goes.
                 dKd[i, j] = xcorr2(A[:, j], delta[:, i], "valid").sum(0)  # eq. (13)/(14)
-                # seed (18) sums over j; correct: sum over i of conv2(delta_i, K_ij, "full").
+                # (18) as written sums over j; correct: sum over i of conv2(delta_i, K_ij, "full").
                 dA[:, j] += conv2(delta[:, i], Kd[i, j], "full")  # eq. (18)
     dK = dKd[:, :, ::dh, ::dw]  # only the taps of the dilated kernel are parameters
     dx = dA[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]  # padding is not an input

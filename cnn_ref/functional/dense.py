@@ -1,4 +1,4 @@
-"""Fully-connected layer, forward and backward (seed eq. 5, 6).
+"""Fully-connected layer, forward and backward (eq. (5), (6)).
 
 Shapes: ``x`` is ``(N, in_features)``, ``W`` is ``(out_features, in_features)``, ``b`` is
 ``(out_features,)``; ``u = x W^T + b`` is ``(N, out_features)``.
@@ -35,7 +35,7 @@ def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns
     -------
     u : ndarray, shape (N, out_features)
-        The seed's U for this layer (before the activation). Dtype follows numpy promotion.
+        The derivation's U for this layer (before the activation). Dtype follows numpy promotion.
 
     Raises
     ------
@@ -74,7 +74,7 @@ def dense_backward(
     Parameters
     ----------
     dy : ndarray, shape (N, out_features)
-        The seed's delta for this layer (``dJ/dU``, after the activation's ``f'``).
+        The derivation's delta for this layer (``dJ/dU``, after the activation's ``f'``).
     x : ndarray, shape (N, in_features)
         The forward input.
     W : ndarray, shape (out_features, in_features)
@@ -105,7 +105,7 @@ def dense_backward(
             f"dy has shape {dy.shape}, expected {(x.shape[0], W.shape[0])} (N, out_features)"
         )
     dx = dy @ W
-    # seed (5)/(6) are per sample; over a batch the per-sample gradients are summed.
+    # eq. (5)/(6) are per sample; over a batch the per-sample gradients are summed.
     dW = dy.T @ x  # eq. (5): sum_n delta_n x_n^T
     db = dy.sum(axis=0)  # eq. (6): sum_n delta_n
     return dx, dW, db

@@ -1,13 +1,13 @@
-"""LeNet-style subsampling, forward and backward (seed eq. 3, 10/11, 19, 20).
+"""LeNet-style subsampling, forward and backward (eq. (3), (10)/(11), (19), (20)).
 
 Forward, per map i (eq. 3): ``U_i = beta_i * down(A_i) + b_i``, where ``down`` pools
 ``size``-blocks (sum, mean or max) with step ``stride`` (``None``: ``stride = size``, the
-seed's non-overlapping case). Shapes: ``x`` is NCHW ``(N, C, H, W)``, ``beta`` and ``b`` are
+derivation's non-overlapping case). Shapes: ``x`` is NCHW ``(N, C, H, W)``, ``beta`` and ``b`` are
 ``(C,)``, ``u`` is ``(N, C, Ho, Wo)`` with ``Ho = (H - size_h) // stride_h + 1``; rows and
 columns that do not fill a window are cropped (they get a zero gradient).
 
-Two implementations that agree to ~1e-12: ``impl="literal"`` is the seed's equations per sample
-and channel, written with :func:`cnn_ref.signal.down` / :func:`cnn_ref.signal.up` (and, for a
+Two implementations that agree to ~1e-12: ``impl="literal"`` is the derivation's equations per
+sample and channel, written with :func:`cnn_ref.signal.down` / :func:`cnn_ref.signal.up` (and, for a
 stride that differs from the size, with the explicit window loop that defines them);
 ``impl="fast"`` works on all samples and channels at once, one strided view of ``x`` per
 window offset.
@@ -40,7 +40,7 @@ class _Geometry:
             )
         self.Ho = (H - self.sh) // self.th + 1
         self.Wo = (W - self.sw) // self.tw + 1
-        self.tiles = (self.th, self.tw) == (self.sh, self.sw)  # the seed's case
+        self.tiles = (self.th, self.tw) == (self.sh, self.sw)  # the derivation's case
 
     def __repr__(self) -> str:
         return f"size={(self.sh, self.sw)}, stride={(self.th, self.tw)}"
@@ -62,7 +62,7 @@ def _check_inputs(
 
 
 # ---------------------------------------------------------------------------------------------
-# literal: the seed's equations, one sample and one map at a time
+# literal: the derivation's equations, one sample and one map at a time
 # ---------------------------------------------------------------------------------------------
 
 
@@ -128,9 +128,10 @@ def _backward_literal(
     db = np.zeros(C, dtype=dy.dtype)
     for n in range(N):
         for i in range(C):
-            # seed (10)/(11) multiply by f'(U^{l-1}) too; that factor belongs to the layer below.
-            # seed's up is kron(delta, ones): right for "sum" only; mean needs 1/(sh*sw), max
-            # routes to the argmax, cropped borders get zero -- signal.up is down's exact adjoint.
+            # eq. (10)/(11) multiply by f'(U^{l-1}) too; that factor belongs to the layer below.
+            # the up of eq. (10) is kron(delta, ones): right for "sum" only; mean needs
+            # 1/(sh*sw), max routes to the argmax, cropped borders get zero -- signal.up is
+            # down's exact adjoint.
             dx[n, i] = beta[i] * _up2d(dy[n, i], x[n, i], g, kind)  # eq. (10)/(11)
             db[i] += dy[n, i].sum()  # eq. (19)
             dbeta[i] += (dy[n, i] * _down2d(x[n, i], g, kind)).sum()  # eq. (20), d = down(A)
@@ -314,7 +315,7 @@ def subsample_backward(
     Parameters
     ----------
     dy : ndarray, shape (N, C, Ho, Wo)
-        The layer's delta (the seed's delta^{l}, after this layer's ``f'``).
+        The layer's delta (the derivation's delta^{l}, after this layer's ``f'``).
     x, beta, size, stride, kind, impl
         As in :func:`subsample_forward`.
 
