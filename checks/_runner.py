@@ -38,6 +38,8 @@ _ELEMENT_GROUP = 64
 # real-method elements re-evaluated with steps h / s (see _refine), and at most this many
 _REFINE_SCALES = (4.0, 16.0, 64.0)
 _REFINE_MAX = 512
+# tied sets of kinked elements judged together along their common direction (_tied_sets)
+_TIED_MAX = 3
 # _refine's smoothness tests allow this many typical roundings (finite_diff.numerator_noise:
 # ~2.7 standard deviations each); too few marks smooth stencils as kinked, too many lets
 # several kinks pass for a curvature
@@ -1035,11 +1037,79 @@ def _check_tensor(
             "slopes on either side"
         )
     proj_bad = sum(1 for av, nv, pt in tr.projections if not abs(av - nv) <= pt)
+    tr.tied = _tied_sets(ctx, name, a, fd, kink_mask, real)
     _summarise(tr)
-    tr.ok = tr.n_mismatched == 0 and proj_bad == 0 and not tr.nonfinite["numerical"]
+    tr.ok = (
+        tr.n_mismatched == 0
+        and proj_bad == 0
+        and not tr.nonfinite["numerical"]
+        and all(d["ok"] for d in tr.tied)
+    )
     if method_note and method_note not in tr.tolerance_rule:
         tr.tolerance_rule += f"; {method_note}"
     return tr
+
+
+def _tied_sets(
+    ctx: _Ctx,
+    name: str,
+    a: np.ndarray,
+    fd: dict[str, np.ndarray],
+    kink_mask: np.ndarray,
+    real: str,
+) -> list[dict[str, Any]]:
+    """Kinked elements of equal value that compete, judged together (at most ``_TIED_MAX``
+    sets, largest first).
+
+    Each member of a tied maximum is a kink whose one-sided slopes bracket any share of dy
+    from 0 to all of it, so a max-pool that sends dy to *every* tied element passes element
+    by element. Moving the whole tied set together keeps it tied: ``phi`` changes at the
+    rate of one element, and a valid subgradient (first-max routing, an even split) sums to
+    that over the set. So ``<analytic, v>`` for ``v`` = ones on the set must lie among the
+    one-sided slopes along ``v``, judged as a projection (:func:`_projection`, refined at
+    h/4 .. h/64).
+
+    Only sets whose members *compete* are judged: the one-sided slopes along ``v`` differ
+    from the sums of the members' own (raising all tied maxima raises the max once, not
+    ``k`` times). Elements at independent kinks add up, and there autodiff's fixed choice of
+    ``relu'(0)`` is no subgradient of the sum: ``relu(p) - relu(-q)`` at 0 is ``s`` along
+    ``(1, 1)``, and both ``relu'(0) = 0`` and ``= 1`` miss its slope 1 (a correct
+    ``relu(x w)`` with weights of both signs failed this way). Mixed-sign directions are
+    never used, for the same reason.
+    """
+    if kink_mask.sum() < 2:
+        return []
+    idx = np.argwhere(kink_mask)
+    t = ctx.target.value(name)
+    vals = t[kink_mask]
+    uniq, inverse, counts = np.unique(vals, return_inverse=True, return_counts=True)
+    order = [int(u) for u in np.argsort(-counts, kind="stable") if counts[u] >= 2][:_TIED_MAX]
+    out = []
+    for u in order:
+        members = idx[inverse.reshape(-1) == u]
+        sel = tuple(members.T)
+        v = np.zeros(t.shape)
+        v[sel] = 1.0
+        joint = _directional_real(ctx, name, a, v, 1.0)
+        noise = float(joint["onesided_noise"]) + float(np.sum(fd["onesided_noise"][sel]))
+        apart = [
+            abs(float(joint[side]) - float(np.sum(fd[side][sel]))) for side in ("right", "left")
+        ]
+        scale = float(np.sum(np.abs(fd["right"][sel]) + np.abs(fd["left"][sel])))
+        if not max(apart) > _SMOOTH_SAFETY * 2.0 * noise + 1e-3 * scale:
+            continue  # the members add up: independent kinks
+        av, nv, ptol, _ = _projection(ctx, name, a, v, real)
+        out.append(
+            {
+                "elements": [tuple(int(i) for i in row) for row in members],
+                "value": float(uniq[u]),
+                "analytic": av,
+                "numerical": nv,
+                "tol": ptol,
+                "ok": bool(abs(av - nv) <= ptol),
+            }
+        )
+    return out
 
 
 def _projection(
@@ -1083,6 +1153,18 @@ def _projection(
     return av, nv, float(ptol), False
 
 
+def _reads_nothing(tr: TensorReport) -> bool:
+    """No output moved for any checked element or projection (every numerical value exactly
+    0) while the analytic gradient is not 0 there: forward does not read this tensor."""
+    num = tr.numerical[tr.checked]
+    proj = [nv for _, nv, _ in tr.projections]
+    if num.size == 0 and not proj:
+        return False
+    moved = bool(np.any(num != 0)) or any(nv != 0 for nv in proj)
+    said = bool(np.any(tr.analytic[tr.checked] != 0)) or any(av != 0 for av, _, _ in tr.projections)
+    return not moved and said
+
+
 def _as_fd(d: dict[str, np.ndarray]) -> FDResult:
     return FDResult(**d)
 
@@ -1112,6 +1194,56 @@ def _summarise(tr: TensorReport) -> None:
             est_ratio = np.nan_to_num(est / tr.tol, nan=0.0, posinf=0.0)
         first = order_with_ties(ratio, est_ratio, np.flatnonzero(ok))[0]
     tr.worst_index = tuple(int(i) for i in np.unravel_index(int(first), a.shape))
+
+
+def _repeat_problem(
+    target: _Target,
+    dy: np.ndarray,
+    first: dict[str, np.ndarray],
+    before: dict[str, np.ndarray],
+    watched: dict[str, np.ndarray],
+    eps: float,
+) -> str:
+    """Run backward once more (forward just ran on the same x) with a copy of the same ``dy``:
+    a gradient that differs is accumulated across calls (``+=`` without a reset), which one
+    backward cannot show. Returns the problem text, or ``""``."""
+    dy_in = dy.copy()
+    grads, problems = target.analytic(dy_in)
+    changed = contract.mutated(before, watched)
+    if not np.array_equal(dy_in, dy, equal_nan=True):
+        changed.append("dy")
+    if changed:
+        return (
+            f"the layer mutated {', '.join(changed)} during a second forward/backward "
+            "(inputs, parameters and dy must be left unchanged)"
+        )
+    if problems:
+        return "; ".join(problems)
+    for name, g1 in first.items():
+        g2 = grads[name]
+        if contract.check_gradient_array(name, g2, g1, target.layer_name):
+            return f"a second backward returned another kind of gradient for {name}"
+        g2 = np.asarray(g2, dtype=np.float64)
+        tol = 16 * eps * (np.abs(g1) + (float(np.mean(np.abs(g1))) if g1.size else 0.0))
+        off = ~(np.abs(g2 - g1) <= tol)
+        if not off.any():
+            continue
+        idx = tuple(int(i) for i in np.argwhere(off)[0])
+        big = np.abs(g1) > 0.1 * float(np.max(np.abs(g1)))
+        ratio = float(np.median(g2[big] / g1[big])) if big.any() else float("nan")
+        cause = (
+            " -- gradients accumulated across calls (+= without a reset)? Reset them in "
+            "backward, or wrap the layer in checks.adapters.LayerAdapter(..., accumulates=True)"
+            if abs(ratio - 2.0) < 0.01
+            else ""
+        )
+        return (
+            f"backward is not repeatable: a second forward and backward with the same x and dy "
+            f"gave another gradient of {name} ({int(off.sum())} of {g1.size} elements differ, "
+            f"first at {_fmt_index(name, idx)}: {g1[idx]:.6g} then {g2[idx]:.6g}; median "
+            f"ratio {ratio:.3g}){cause}"
+        )
+    return ""
 
 
 def _validate_common(
@@ -1243,6 +1375,10 @@ def _run(
             where = contract.format_indices(name, tr.nonfinite["analytic"],
                                             int((~np.isfinite(a)).sum()))  # fmt: skip
             raise fail(LayerContractError, f"analytic gradient has NaN/Inf at {where}")
+    # -- a second backward after the determinism forward: the same gradients ----------------
+    problem = _repeat_problem(target, dy, analytic, before, watched, rule.eps)
+    if problem:
+        raise fail(LayerContractError, problem)
     dtypes = {n: str(target.value(n).dtype) for n in target.names}
     # -- precision: a float32 layer's finite differences in float64 when forward allows ----
     y_num = y.astype(np.float64)
@@ -1320,6 +1456,15 @@ def _run(
                                plan.projections[name], kinds[name], method_notes[name])  # fmt: skip
             report.tensors.append(tr)
             report.kinks.extend((name, i) for i in tr.kinks)
+            if not tr.ok and isinstance(target, _LayerTarget) and _reads_nothing(tr):
+                key = target.key.get(name)
+                if key is not None:
+                    raise LayerContractError(
+                        f"forward does not read params[{key!r}]: perturbing it moved no output "
+                        "while backward's gradient of it is non-zero. params must hold the very "
+                        "arrays forward uses (not copies, and not arrays forward reads under "
+                        "another name)"
+                    )
     except LayerContractError as exc:
         raise fail(LayerContractError, str(exc)) from exc.__cause__
     finally:

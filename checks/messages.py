@@ -99,6 +99,19 @@ def format_tensor(report: Report, tr: TensorReport) -> str:
         )
         for a, v, t in bad_proj[:3]:
             lines.append(f"  <analytic, v> = {a:.9g}, numerical = {v:.9g}, tol = {t:.2g}")
+    for d in tr.tied:
+        if d["ok"]:
+            continue
+        members = d["elements"]
+        shown = ", ".join(_idx(tr.name, i) for i in members[:4])
+        more = f" (and {len(members) - 4} more)" if len(members) > 4 else ""
+        lines.append(
+            f"Tied kinks judged together failed: {len(members)} elements equal to "
+            f"{d['value']:.6g} ({shown}{more}) moved together change the output at rate "
+            f"{d['numerical']:.9g}, but the analytic gradient sums to {d['analytic']:.9g} over "
+            f"them (tol {d['tol']:.2g}): each alone lies between its one-sided slopes, together "
+            "they do not -- dy sent to every tied maximum? Route it to one (or split it)."
+        )
     if tr.kinks:
         shown = ", ".join(_idx(tr.name, i) for i in tr.kinks[:5])
         more = f" (and {len(tr.kinks) - 5} more)" if len(tr.kinks) > 5 else ""

@@ -37,6 +37,8 @@ A single object::
           "nonfinite": {"analytic": [[int]], "numerical": [[int]]},
           "kinks": [[int]],
           "projections": [[analytic, numerical, tol]],
+          "tied": [{"elements": [[int]], "value": float, "analytic": float,
+                    "numerical": float, "tol": float, "ok": bool}],
           "worst": [               # up to 10 worst checked elements, worst first
             {"index": [int], "analytic": float, "numerical": float,
              "abs_err": float, "rel_err": float, "tol": float, "error_estimate": float}
@@ -132,6 +134,11 @@ class TensorReport:
     checked : ndarray of bool
     projections : list of (float, float, float)
         ``(<analytic, v>, numerical directional derivative, tol)`` per random direction v.
+    tied : list of dict
+        Kinked elements of equal value judged together along their common direction ``v``
+        (ones on the set): ``{"elements": [index, ...], "value", "analytic" (<analytic, v>),
+        "numerical", "tol", "ok"}``. Each element of a tied maximum can look like a valid
+        subgradient on its own while the gradient sends dy to all of them.
     kinks : list of tuple of int
         Elements judged non-differentiable where the analytic value is a valid subgradient.
     method : str
@@ -160,6 +167,7 @@ class TensorReport:
     mismatch: np.ndarray = field(default_factory=_empty, repr=False)
     checked: np.ndarray = field(default_factory=_empty, repr=False)
     projections: list[tuple[float, float, float]] = field(default_factory=list)
+    tied: list[dict[str, Any]] = field(default_factory=list)
     kinks: list[tuple[int, ...]] = field(default_factory=list)
     method: str = ""
     nonfinite: dict[str, list[tuple[int, ...]]] = field(
@@ -236,6 +244,7 @@ class TensorReport:
             "nonfinite": {k: [list(i) for i in v] for k, v in self.nonfinite.items()},
             "kinks": [list(i) for i in self.kinks],
             "projections": [[_f(a), _f(n), _f(t)] for a, n, t in self.projections],
+            "tied": [{**d, "elements": [list(i) for i in d["elements"]]} for d in self.tied],
             "worst": [
                 {k: (list(v) if k == "index" else _f(v)) for k, v in w.items()}
                 for w in self.worst(_N_WORST_JSON)
