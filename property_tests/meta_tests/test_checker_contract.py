@@ -5,6 +5,7 @@ reproducible from the seed."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -198,3 +199,35 @@ def test_bad_arguments_name_the_argument_and_value(kwargs, exc, words):
 def test_integer_x_is_rejected_not_cast():
     with pytest.raises(TypeError, match="x must have a real floating dtype, got int64"):
         check_layer(ReLU(), np.arange(6).reshape(2, 3))
+
+
+# --- bad input that used to reach internal errors ---------------------------------------------
+
+
+class _EmptyParam(Dense):
+    """A Dense with an extra zero-size parameter (a configuration with nothing in it)."""
+
+    def __init__(self, W, b):
+        super().__init__(W, b)
+        self.params["e"] = np.zeros((0, 3))
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["e"] = np.zeros((0, 3))
+        return dx
+
+
+def test_a_zero_size_parameter_is_skipped_and_said_so():
+    """It has no element to check; the rest of the layer still is (its gradient's shape is
+    still checked), quietly: no RuntimeWarning, no 'complex step unusable' for it."""
+    rng = np.random.default_rng(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = check_layer(_EmptyParam(rng.standard_normal((4, 5)), rng.standard_normal(4)), _x())
+    e = rep.tensor("e")
+    assert rep.ok and e.n_total == 0 and e.n_checked == 0
+    assert "zero-size" in e.tolerance_rule and "unusable" not in e.tolerance_rule
+    assert rep.method == "complex"  # the empty tensor does not make the run 'mixed'
+    with warnings.catch_warnings():  # an empty output: phi = 0, so dx must be 0, quietly
+        warnings.simplefilter("error")
+        assert check_layer(dense(rng, n_out=0), _x()).ok
