@@ -11,6 +11,7 @@ not ok. The layer's parameters are restored in ``finally`` whatever happens.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -1097,7 +1098,8 @@ def _summarise(tr: TensorReport) -> None:
 
 def _validate_common(
     method: str, coverage_: str, seed: Any, rtol: Any, atol: Any, precision: Any = "auto"
-) -> None:
+) -> tuple[float | None, float | None]:
+    """Check the shared arguments; return ``(rtol, atol)`` as Python floats (or ``None``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if method not in METHODS:
@@ -1106,11 +1108,21 @@ def _validate_common(
         raise ValueError(f"coverage must be one of {coverage.COVERAGES}, got {coverage_!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if seed < 0:  # numpy.random.default_rng would say only "expected non-negative integer"
+        raise ValueError(f"seed must be >= 0, got {seed!r}")
+    tols: list[float | None] = []
     for nm, v in (("rtol", rtol), ("atol", atol)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is None:
+            tols.append(None)
+            continue
+        # numpy scalars (np.float32(1e-3), np.int64(0)) are real numbers too; bools are not
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise TypeError(f"{nm} must be a float or None, got {v!r}")
-        if v is not None and not (math.isfinite(v) and v >= 0):
+        f = float(v)  # a Python float from here on: the report prints and serialises it
+        if not (math.isfinite(f) and f >= 0):
             raise ValueError(f"{nm} must be finite and >= 0, got {v!r}")
+        tols.append(f)
+    return tols[0], tols[1]
 
 
 def _validate_array(name: str, a: Any) -> np.ndarray:
@@ -1123,6 +1135,18 @@ def _validate_array(name: str, a: Any) -> np.ndarray:
     if a.dtype not in tolerances.DTYPE_TABLE:
         raise TypeError(f"{name} has dtype {a.dtype}, which has no tolerance rule")
     return a
+
+
+def _require_elements(name: str, a: np.ndarray) -> None:
+    """An input with no element leaves nothing to differentiate (and an empty batch is most
+    often a slicing mistake): say so, rather than pass vacuously or fail inside the packing.
+    (A zero-size *parameter* is part of a layer's configuration: it is reported as having
+    nothing to check, see :func:`_check_tensor`.)"""
+    if a.size == 0:
+        raise ValueError(
+            f"{name} has zero size (shape {a.shape}): there is nothing to check; "
+            "pass an input with at least one element"
+        )
 
 
 def _run(
@@ -1359,8 +1383,14 @@ def run_layer(
         raise TypeError(f"layer.params must be a dict of arrays, got {type(params).__name__}")
     for k, v in params.items():
         _validate_array(f"layer.params[{k!r}]", v)
+        if not v.flags.writeable:  # else numpy's "assignment destination is read-only"
+            raise ValueError(
+                f"layer.params[{k!r}] is read-only (flags.writeable is False); the checker "
+                "perturbs parameters in place and restores them: pass writeable arrays"
+            )
     _validate_array("x", x)
-    _validate_common(method, coverage_, seed, rtol, atol, precision)
+    _require_elements("x", x)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
     ba = _batch_axis(batch_axis, x.ndim)
     with contract.restored_params(params):
         return _run(_LayerTarget(layer, x), dy=dy, method=method, coverage_=coverage_,
@@ -1403,10 +1433,11 @@ def run_vjp(
             raise TypeError(f"inputs[{i}] must be a numpy ndarray, got {type(a).__name__}")
         if a.dtype.kind == "f":
             _validate_array(f"inputs[{i}]", a)
+            _require_elements(f"inputs[{i}]", a)
         arrays.append(a)
     if not any(a.dtype.kind == "f" for a in arrays):
         raise TypeError("check_vjp needs at least one real floating input")
-    _validate_common(method, coverage_, seed, rtol, atol, precision)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
     target = _VjpTarget(f, vjp, arrays)
     first = next(a for a in arrays if a.dtype.kind == "f")
     ba = _batch_axis(batch_axis, first.ndim)

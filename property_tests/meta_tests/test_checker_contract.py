@@ -5,12 +5,18 @@ reproducible from the seed."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
 import pytest
 
-from checks import GradcheckError, LayerContractError, check_layer
+from checks import (
+    GradcheckError,
+    LayerContractError,
+    check_layer,
+    check_vjp,
+)
 from property_tests.meta_tests._tiny_layers import Dense, ReLU, dense
 
 
@@ -204,6 +210,40 @@ def test_integer_x_is_rejected_not_cast():
 # --- bad input that used to reach internal errors ---------------------------------------------
 
 
+def test_a_read_only_parameter_is_named_before_anything_runs():
+    layer = dense(np.random.default_rng(5))
+    layer.params["W"].flags.writeable = False
+    with pytest.raises(ValueError, match=r"layer.params\['W'\] is read-only \(flags.writeable"):
+        check_layer(layer, _x())
+
+
+def test_read_only_inputs_work_since_the_checker_perturbs_copies():
+    x = _x()
+    x.flags.writeable = False
+    assert check_layer(dense(np.random.default_rng(5)), x).ok
+    assert check_vjp(
+        lambda a, b: np.sin(a) * b, lambda dy, a, b: (dy * np.cos(a) * b, dy * np.sin(a)), x, x
+    ).ok
+    assert not x.flags.writeable
+
+
+def _sin_vjp(dy, *args):
+    return tuple(dy * np.cos(a) for a in args)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0,)])
+def test_a_zero_size_input_is_named_with_its_shape(shape):
+    empty = np.zeros(shape)
+    with pytest.raises(ValueError, match=rf"x has zero size \(shape {re.escape(str(shape))}\)"):
+        check_layer(ReLU(), empty)
+    with pytest.raises(
+        ValueError, match=rf"inputs\[0\] has zero size \(shape {re.escape(str(shape))}"
+    ):
+        check_vjp(np.sin, _sin_vjp, empty)
+    with pytest.raises(ValueError, match=r"inputs\[1\] has zero size"):
+        check_vjp(lambda a, b: np.sin(a) + b.sum(), _sin_vjp, np.ones(3), empty)
+
+
 class _EmptyParam(Dense):
     """A Dense with an extra zero-size parameter (a configuration with nothing in it)."""
 
@@ -231,3 +271,33 @@ def test_a_zero_size_parameter_is_skipped_and_said_so():
     with warnings.catch_warnings():  # an empty output: phi = 0, so dx must be 0, quietly
         warnings.simplefilter("error")
         assert check_layer(dense(rng, n_out=0), _x()).ok
+
+
+def test_a_negative_seed_is_named():
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        check_layer(dense(np.random.default_rng(5)), _x(), seed=-1)
+
+
+@pytest.mark.parametrize("tol", [np.float32(1e-3), np.float64(1e-3), np.int64(1), 1])
+def test_numpy_scalar_tolerances_are_accepted_as_floats(tol):
+    rep = check_layer(dense(np.random.default_rng(5)), _x(), rtol=tol, atol=tol)
+    assert all(type(t.rtol) is float and type(t.atol) is float for t in rep.tensors)
+    rep = check_vjp(np.sin, _sin_vjp, _x(), rtol=tol)
+    assert type(rep.tensors[0].rtol) is float
+
+
+@pytest.mark.parametrize(
+    "tol, exc, words",
+    [
+        (True, TypeError, "rtol must be a float or None, got True"),
+        (np.True_, TypeError, "rtol must be a float or None, got np.True_"),
+        ("1e-3", TypeError, "rtol must be a float or None, got '1e-3'"),
+        (float("nan"), ValueError, "rtol must be finite and >= 0, got nan"),
+        (np.float32("nan"), ValueError, "rtol must be finite and >= 0, got np.float32(nan)"),
+        (-1e-3, ValueError, "rtol must be finite and >= 0, got -0.001"),
+        (np.float32(-1), ValueError, r"rtol must be finite and >= 0, got np.float32(-1.0)"),
+    ],
+)
+def test_bad_tolerances_are_still_rejected(tol, exc, words):
+    with pytest.raises(exc, match=re.escape(words)):
+        check_layer(dense(np.random.default_rng(5)), _x(), rtol=tol)
