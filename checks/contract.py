@@ -59,9 +59,15 @@ def format_indices(name: str, idx: list[tuple[int, ...]], total: int) -> str:
 
 
 def check_gradient_array(name: str, g: Any, expected: np.ndarray, who: str) -> str | None:
-    """Problem text when gradient ``g`` of ``name`` is missing, mis-shaped or not real float."""
+    """Problem text when gradient ``g`` of ``name`` is missing, mis-shaped or not real float.
+
+    A numpy or Python float scalar counts as a 0-d array when ``expected`` is 0-d."""
     if g is None:
         return f"{who} returned None for the gradient of {name}"
+    if expected.ndim == 0 and isinstance(g, (np.generic, float)):
+        # the gradient of a 0-d tensor may be a scalar, as forward's scalar output may (numpy
+        # arithmetic on 0-d arrays returns numpy scalars); its dtype is judged below
+        g = np.asarray(g)
     if not isinstance(g, np.ndarray):
         return (
             f"{who} returned a {type(g).__name__} for the gradient of {name}; "

@@ -13,6 +13,7 @@ import pytest
 
 from checks import (
     GradcheckError,
+    GradientMismatchError,
     LayerContractError,
     check_layer,
     check_vjp,
@@ -301,3 +302,43 @@ def test_numpy_scalar_tolerances_are_accepted_as_floats(tol):
 def test_bad_tolerances_are_still_rejected(tol, exc, words):
     with pytest.raises(exc, match=re.escape(words)):
         check_layer(dense(np.random.default_rng(5)), _x(), rtol=tol)
+
+
+class _Square:
+    """y = w x^2 summed to a scalar, on a 0-d x; backward returns numpy/Python scalars."""
+
+    def __init__(self, kind):
+        self.params, self.grads, self.kind = {"w": np.array(1.5)}, {}, kind
+
+    def forward(self, x):
+        self.x = x
+        return float(self.params["w"] * x**2)  # a scalar output: accepted as a 0-d array
+
+    def backward(self, dy):
+        w, x = self.params["w"], self.x
+        dx, dw = 2.0 * w * x * dy, x**2 * dy
+        if self.kind == "numpy scalar":
+            dx, dw = np.float64(dx), np.float64(dw)
+        elif self.kind == "python float":
+            dx, dw = float(dx), float(dw)
+        else:  # arithmetic on 0-d arrays gives numpy scalars: make them 0-d arrays again
+            dx, dw = np.asarray(dx), np.asarray(dw)
+        self.grads["w"] = dw
+        return dx
+
+
+@pytest.mark.parametrize("kind", ["numpy scalar", "python float", "0-d array"])
+def test_scalar_gradients_of_0d_tensors_are_accepted_as_forward_outputs_are(kind):
+    rep = check_layer(_Square(kind), np.array(0.7))
+    assert rep.ok and rep.tensor("x").n_checked == 1 and rep.tensor("w").n_checked == 1
+    rep = check_vjp(lambda a: a**3, lambda dy, a: (float(3 * a**2 * dy),), np.array(0.7))
+    assert rep.ok
+
+
+def test_scalar_gradients_are_still_judged_and_never_broadcast():
+    with pytest.raises(GradientMismatchError):
+        check_vjp(lambda a: a**3, lambda dy, a: (np.float64(3.01 * a**2 * dy),), np.array(0.7))
+    with pytest.raises(LayerContractError, match="returned a float64 for the gradient of inputs"):
+        check_vjp(lambda a: a**3, lambda dy, a: (np.float64(3 * a[0] ** 2 * dy[0]),), np.ones(1))
+    with pytest.raises(LayerContractError, match=r"gradient of inputs\[0\] has dtype bool"):
+        check_vjp(lambda a: a**3, lambda dy, a: (np.True_,), np.array(0.7))
