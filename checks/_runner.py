@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -60,6 +60,19 @@ def _as_output(y: Any, label: str) -> np.ndarray:
     if not isinstance(y, np.ndarray):
         raise LayerContractError(f"{label} returned {type(y).__name__}, not an ndarray")
     return y
+
+
+class _ComplexCallError(LayerContractError):
+    """The layer raised on a call that carried complex values (see :func:`_complex_refused`)."""
+
+
+def _reraise(exc: LayerContractError, *inputs: Any) -> NoReturn:
+    """Re-raise ``exc`` from a call on ``inputs`` (what forward read: the input and, for a
+    layer, its parameters, still as perturbed), as a :class:`_ComplexCallError` when the
+    layer raised and some input was complex."""
+    if exc.__cause__ is not None and any(np.iscomplexobj(a) for a in inputs):
+        raise _ComplexCallError(str(exc)) from exc.__cause__
+    raise exc
 
 
 class _Target:
@@ -124,7 +137,11 @@ class _LayerTarget(_Target):
     def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
         self.n_evals += 1
         label = f"{self.layer_name}.forward {what}"
-        return _as_output(contract.call_layer(self.layer.forward, label, x), label)
+        try:
+            y = contract.call_layer(self.layer.forward, label, x)
+        except LayerContractError as exc:
+            _reraise(exc, x, *self.params.values())
+        return _as_output(y, label)
 
     def base_forward(self) -> np.ndarray:
         return self._forward(self.x, "on x")
@@ -233,7 +250,11 @@ class _VjpTarget(_Target):
     def _call(self, args: list[np.ndarray], what: str) -> np.ndarray:
         self.n_evals += 1
         label = f"{self.layer_name} {what}"
-        return _as_output(contract.call_layer(self.f, label, *args), label)
+        try:
+            y = contract.call_layer(self.f, label, *args)
+        except LayerContractError as exc:
+            _reraise(exc, *args)
+        return _as_output(y, label)
 
     def base_forward(self) -> np.ndarray:
         return self._call(self.inputs, "on the inputs")
@@ -731,7 +752,9 @@ def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)
             _, nc, ec, mc = _directional(ctx, name, g, v, "complex")
-    except Exception as exc:  # any failure of the complex path means: do not use it
+    except Exception as exc:
+        if not _complex_refused(exc):
+            raise  # the layer failed, not on account of the complex values
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         return False, f"complex step unusable ({type(cause).__name__})"
     if not math.isfinite(nc):
@@ -741,6 +764,17 @@ def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
     if abs(nc - nr) <= float(tol):
         return True, "complex step (probe agreed with Richardson)"
     return False, "complex step disagreed with real differences on a probe"
+
+
+def _complex_refused(exc: BaseException) -> bool:
+    """Whether a failure on the complex-step path is the complex values' doing, so that real
+    differences may take over: the layer refusing a complex-valued call
+    (:data:`checks.contract.REFUSALS`), or the checker finding the outputs of one unusable
+    (shape, dropped imaginary part). Anything else the layer raises -- and whatever it raises
+    on a real-valued call, such as the grouping trials' -- is a contract error, as anywhere."""
+    if isinstance(exc, LayerContractError) and exc.__cause__ is not None:  # the layer raised
+        return isinstance(exc, _ComplexCallError) and contract.refused(exc)
+    return True
 
 
 def _judge(
@@ -955,7 +989,10 @@ def _check_tensor(
                 warnings.simplefilter("error", np.exceptions.ComplexWarning)
                 fd = _fd(ctx, name, mask, "complex")
         except (GradcheckError, np.exceptions.ComplexWarning, TypeError, ValueError) as exc:
-            fallback_note = f"; complex step failed mid-check ({type(exc).__name__}), {real} used"
+            if not _complex_refused(exc):
+                raise
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            fallback_note = f"; complex step failed mid-check ({type(cause).__name__}), {real} used"
             kind = real
     if fd is None:
         fd = _fd(ctx, name, mask, kind)
@@ -1256,7 +1293,10 @@ def _run(
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
         # its own generator: falling back must leave the run identical to precision="native"
         probe_rng = np.random.default_rng([int(seed), 0x70726F6265])
-        y_p, why = precision_probe.probe(target, y, probe_rng, rule)
+        try:
+            y_p, why = precision_probe.probe(target, y, probe_rng, rule)
+        except LayerContractError as exc:  # the layer raised in the probe (not a refusal)
+            raise fail(LayerContractError, str(exc)) from exc.__cause__
         if y_p is not None:
             y_num, rule = y_p, tolerances.promoted(rule)
             report.precision = f"float64 ({why})"

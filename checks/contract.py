@@ -16,15 +16,29 @@ import numpy as np
 from checks.errors import LayerContractError
 
 __all__ = [
+    "REFUSALS",
     "call_layer",
     "check_gradient_array",
     "mutated",
     "nonfinite_indices",
+    "refused",
     "restored_params",
     "snapshot",
 ]
 
 _MAX_LISTED = 10
+
+#: What a layer raises when it does not take an input of that dtype or shape (numpy's own
+#: errors, a dtype guard, a complex value cast to float). On one of the checker's unusual
+#: inputs -- complex values, float64 copies of a float32 layer, a doubled batch -- it means
+#: "not this way" and the checker falls back; any other exception, and any exception on an
+#: ordinary input, is the layer failing: a :class:`LayerContractError`.
+REFUSALS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    IndexError,
+    np.exceptions.ComplexWarning,
+)
 
 
 def snapshot(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,6 +111,12 @@ def call_layer(fn: Callable[..., Any], what: str, *args: Any) -> Any:
         raise
     except Exception as exc:  # the layer's own error, with our context around it
         raise LayerContractError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by :func:`call_layer`, is the layer refusing its input (its
+    cause is one of :data:`REFUSALS`) -- a fallback only where the input was unusual."""
+    return isinstance(exc, LayerContractError) and isinstance(exc.__cause__, REFUSALS)
 
 
 @contextmanager

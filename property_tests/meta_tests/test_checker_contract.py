@@ -342,3 +342,103 @@ def test_scalar_gradients_are_still_judged_and_never_broadcast():
         check_vjp(lambda a: a**3, lambda dy, a: (np.float64(3 * a[0] ** 2 * dy[0]),), np.ones(1))
     with pytest.raises(LayerContractError, match=r"gradient of inputs\[0\] has dtype bool"):
         check_vjp(lambda a: a**3, lambda dy, a: (np.True_,), np.array(0.7))
+
+
+# --- a layer that raises anywhere is a contract error -----------------------------------------
+
+
+class _RaisesOnCall(Dense):
+    """Correct, but forward raises on exactly its ``k``-th call (backward: on its first)."""
+
+    def __init__(self, W, b, k, in_backward=False):
+        super().__init__(W, b)
+        self.k, self.calls, self.in_backward = k, 0, in_backward
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.k and not self.in_backward:
+            raise RuntimeError(f"call {self.k}")
+        return super().forward(x)
+
+    def backward(self, dy):
+        if self.in_backward:
+            raise RuntimeError("in backward")
+        return super().backward(dy)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", range(3, 21))
+def test_a_forward_that_raises_on_any_one_call_is_a_contract_error(k, dtype):
+    """Calls 3-20 hold the probes: sample independence (x', the doubled batch, x with one
+    sample swapped), the complex step (complex x and complex parameters), the float64
+    precision probe (float32), and the first numerical evaluations. A probe must not take a
+    RuntimeError for 'this probe does not apply' and carry on without it."""
+    rng = np.random.default_rng(7)
+    W, b = (rng.standard_normal(s).astype(dtype) for s in ((4, 5), (4,)))
+    layer = _RaisesOnCall(W, b, k)
+    with pytest.raises(
+        LayerContractError, match=rf"_RaisesOnCall.forward .*raised RuntimeError: call {k}"
+    ) as ei:
+        check_layer(layer, _x().astype(dtype))
+    assert layer.calls >= k and ei.value.report is not None
+    assert any(f"call {k}" in p for p in ei.value.report.problems)
+    assert isinstance(ei.value.__cause__, RuntimeError)
+
+
+class _RefusesPerturbedX(Dense):
+    """Raises ValueError on any real x of x's shape other than the one it was built for."""
+
+    def __init__(self, W, b, x0):
+        super().__init__(W, b)
+        self.x0 = x0
+
+    def forward(self, x):
+        if np.isrealobj(x) and x.shape == self.x0.shape and not np.array_equal(x, self.x0):
+            raise ValueError("only x0")
+        return super().forward(x)
+
+
+def test_a_refusal_on_an_ordinary_input_is_still_a_contract_error():
+    """TypeError, ValueError ... make the checker fall back only on its own unusual inputs
+    (complex values, float64 copies, a doubled batch); the independence probe's x' is an
+    ordinary input of x's shape and dtype."""
+    rng = np.random.default_rng(7)
+    layer = _RefusesPerturbedX(rng.standard_normal((4, 5)), rng.standard_normal(4), _x())
+    with pytest.raises(
+        LayerContractError, match=r"forward in the independence probe raised ValueError: only x0"
+    ):
+        check_layer(layer, _x())
+
+
+def test_a_backward_that_raises_is_a_contract_error():
+    rng = np.random.default_rng(7)
+    layer = _RaisesOnCall(rng.standard_normal((4, 5)), rng.standard_normal(4), 0, True)
+    with pytest.raises(LayerContractError, match=r"_RaisesOnCall\.backward raised RuntimeError"):
+        check_layer(layer, _x())
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_function_that_raises_on_any_one_call_is_a_contract_error(packed):
+    """As above for check_vjp: inputs sharing the batch size are packed (the independence
+    probe, packed complex copies), a broadcast second input is perturbed one at a time."""
+    x = _x()
+    b = x + 1.0 if packed else x[0] + 1.0
+    calls = []
+
+    def f(a, b, k=0):
+        calls.append(1)
+        if len(calls) == k:
+            raise RuntimeError(f"call {k}")
+        return np.sin(a) * b
+
+    def vjp(dy, a, b):
+        db = dy * np.sin(a)
+        return dy * np.cos(a) * b, db if packed else db.sum(axis=0)
+
+    check_vjp(f, vjp, x, b)
+    n_calls = len(calls)
+    assert n_calls >= (14 if packed else 20)
+    for k in range(3, min(n_calls, 20) + 1):
+        calls.clear()
+        with pytest.raises(LayerContractError, match=rf"raised RuntimeError: call {k}"):
+            check_vjp(lambda a, b, k=k: f(a, b, k), vjp, x, b)
