@@ -11,11 +11,12 @@ not ok. The layer's parameters are restored in ``finally`` whatever happens.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -77,6 +78,19 @@ def param_names(keys: Sequence[str]) -> dict[str, str]:
     where it could be taken for the input ``x`` (``"x"``, or ``"params[...]"``), which is
     reported as ``params['x']``."""
     return {k: f"params[{k!r}]" if k == "x" or k.startswith("params[") else k for k in keys}
+
+
+class _ComplexCallError(LayerContractError):
+    """The layer raised on a call that carried complex values (see :func:`_complex_refused`)."""
+
+
+def _reraise(exc: LayerContractError, *inputs: Any) -> NoReturn:
+    """Re-raise ``exc`` from a call on ``inputs`` (what forward read: the input and, for a
+    layer, its parameters, still as perturbed), as a :class:`_ComplexCallError` when the
+    layer raised and some input was complex."""
+    if exc.__cause__ is not None and any(np.iscomplexobj(a) for a in inputs):
+        raise _ComplexCallError(str(exc)) from exc.__cause__
+    raise exc
 
 
 class _Target:
@@ -145,7 +159,11 @@ class _LayerTarget(_Target):
     def _forward(self, x: np.ndarray, what: str) -> np.ndarray:
         self.n_evals += 1
         label = f"{self.layer_name}.forward {what}"
-        return _as_output(contract.call_layer(self.layer.forward, label, x), label)
+        try:
+            y = contract.call_layer(self.layer.forward, label, x)
+        except LayerContractError as exc:
+            _reraise(exc, x, *self.params.values())
+        return _as_output(y, label)
 
     def base_forward(self) -> np.ndarray:
         return self._forward(self.xw, "on x")
@@ -258,7 +276,11 @@ class _VjpTarget(_Target):
     def _call(self, args: list[np.ndarray], what: str) -> np.ndarray:
         self.n_evals += 1
         label = f"{self.layer_name} {what}"
-        return _as_output(contract.call_layer(self.f, label, *args), label)
+        try:
+            y = contract.call_layer(self.f, label, *args)
+        except LayerContractError as exc:
+            _reraise(exc, *args)
+        return _as_output(y, label)
 
     def base_forward(self) -> np.ndarray:
         return self._call(self.work, "on the inputs")
@@ -749,12 +771,16 @@ def _directional_real(
 
 def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
     """Probe: does the complex step agree with real differences along a random direction?"""
+    if g.size == 0:  # nothing to probe, nothing to fall back from (see _check_tensor)
+        return True, ""
     v = ctx.rng.standard_normal(g.shape)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)
             _, nc, ec, mc = _directional(ctx, name, g, v, "complex")
-    except Exception as exc:  # any failure of the complex path means: do not use it
+    except Exception as exc:
+        if not _complex_refused(exc):
+            raise  # the layer failed, not on account of the complex values
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         return False, f"complex step unusable ({type(cause).__name__})"
     if not math.isfinite(nc):
@@ -764,6 +790,17 @@ def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
     if abs(nc - nr) <= float(tol):
         return True, "complex step (probe agreed with Richardson)"
     return False, "complex step disagreed with real differences on a probe"
+
+
+def _complex_refused(exc: BaseException) -> bool:
+    """Whether a failure on the complex-step path is the complex values' doing, so that real
+    differences may take over: the layer refusing a complex-valued call
+    (:data:`checks.contract.REFUSALS`), or the checker finding the outputs of one unusable
+    (shape, dropped imaginary part). Anything else the layer raises -- and whatever it raises
+    on a real-valued call, such as the grouping trials' -- is a contract error, as anywhere."""
+    if isinstance(exc, LayerContractError) and exc.__cause__ is not None:  # the layer raised
+        return isinstance(exc, _ComplexCallError) and contract.refused(exc)
+    return True
 
 
 def _judge(
@@ -959,6 +996,16 @@ def _check_tensor(
     method_note: str,
 ) -> TensorReport:
     t = ctx.target.value(name)
+    if t.size == 0:
+        # a zero-size parameter (a layer configured with nothing in it): no element to
+        # perturb, nothing to judge; its gradient's shape was checked with the others
+        return TensorReport(
+            name=name, shape=tuple(t.shape), dtype=ctx.dtypes.get(name, str(t.dtype)),
+            atol=ctx.atol, rtol=ctx.rtol, tolerance_rule="zero-size tensor: nothing to check",
+            analytic=a, numerical=a.copy(), error_estimate=a.copy(), tol=a.copy(),
+            mismatch=np.zeros(t.shape, dtype=bool), checked=np.zeros(t.shape, dtype=bool),
+            method=kind,
+        )  # fmt: skip
     real = "richardson" if kind in ("complex", "richardson") else "central"
     fallback_note = ""
     fd = None
@@ -968,7 +1015,10 @@ def _check_tensor(
                 warnings.simplefilter("error", np.exceptions.ComplexWarning)
                 fd = _fd(ctx, name, mask, "complex")
         except (GradcheckError, np.exceptions.ComplexWarning, TypeError, ValueError) as exc:
-            fallback_note = f"; complex step failed mid-check ({type(exc).__name__}), {real} used"
+            if not _complex_refused(exc):
+                raise
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            fallback_note = f"; complex step failed mid-check ({type(cause).__name__}), {real} used"
             kind = real
     if fd is None:
         fd = _fd(ctx, name, mask, kind)
@@ -1248,7 +1298,8 @@ def _repeat_problem(
 
 def _validate_common(
     method: str, coverage_: str, seed: Any, rtol: Any, atol: Any, precision: Any = "auto"
-) -> None:
+) -> tuple[float | None, float | None]:
+    """Check the shared arguments; return ``(rtol, atol)`` as Python floats (or ``None``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if method not in METHODS:
@@ -1257,11 +1308,21 @@ def _validate_common(
         raise ValueError(f"coverage must be one of {coverage.COVERAGES}, got {coverage_!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if seed < 0:  # numpy.random.default_rng would say only "expected non-negative integer"
+        raise ValueError(f"seed must be >= 0, got {seed!r}")
+    tols: list[float | None] = []
     for nm, v in (("rtol", rtol), ("atol", atol)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is None:
+            tols.append(None)
+            continue
+        # numpy scalars (np.float32(1e-3), np.int64(0)) are real numbers too; bools are not
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise TypeError(f"{nm} must be a float or None, got {v!r}")
-        if v is not None and not (math.isfinite(v) and v >= 0):
+        f = float(v)  # a Python float from here on: the report prints and serialises it
+        if not (math.isfinite(f) and f >= 0):
             raise ValueError(f"{nm} must be finite and >= 0, got {v!r}")
+        tols.append(f)
+    return tols[0], tols[1]
 
 
 def _validate_array(name: str, a: Any) -> np.ndarray:
@@ -1274,6 +1335,18 @@ def _validate_array(name: str, a: Any) -> np.ndarray:
     if a.dtype not in tolerances.DTYPE_TABLE:
         raise TypeError(f"{name} has dtype {a.dtype}, which has no tolerance rule")
     return a
+
+
+def _require_elements(name: str, a: np.ndarray) -> None:
+    """An input with no element leaves nothing to differentiate (and an empty batch is most
+    often a slicing mistake): say so, rather than pass vacuously or fail inside the packing.
+    (A zero-size *parameter* is part of a layer's configuration: it is reported as having
+    nothing to check, see :func:`_check_tensor`.)"""
+    if a.size == 0:
+        raise ValueError(
+            f"{name} has zero size (shape {a.shape}): there is nothing to check; "
+            "pass an input with at least one element"
+        )
 
 
 def _run(
@@ -1387,7 +1460,10 @@ def _run(
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
         # its own generator: falling back must leave the run identical to precision="native"
         probe_rng = np.random.default_rng([int(seed), 0x70726F6265])
-        y_p, why = precision_probe.probe(target, y, probe_rng, rule)
+        try:
+            y_p, why = precision_probe.probe(target, y, probe_rng, rule)
+        except LayerContractError as exc:  # the layer raised in the probe (not a refusal)
+            raise fail(LayerContractError, str(exc)) from exc.__cause__
         if y_p is not None:
             y_num, rule = y_p, tolerances.promoted(rule)
             report.precision = f"float64 ({why})"
@@ -1523,8 +1599,14 @@ def run_layer(
         raise TypeError(f"layer.params must be a dict of arrays, got {type(params).__name__}")
     for k, v in params.items():
         _validate_array(f"layer.params[{k!r}]", v)
+        if not v.flags.writeable:  # else numpy's "assignment destination is read-only"
+            raise ValueError(
+                f"layer.params[{k!r}] is read-only (flags.writeable is False); the checker "
+                "perturbs parameters in place and restores them: pass writeable arrays"
+            )
     _validate_array("x", x)
-    _validate_common(method, coverage_, seed, rtol, atol, precision)
+    _require_elements("x", x)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
     ba = _batch_axis(batch_axis, x.ndim)
     with contract.restored_params(params):
         return _run(_LayerTarget(layer, x), dy=dy, method=method, coverage_=coverage_,
@@ -1567,10 +1649,11 @@ def run_vjp(
             raise TypeError(f"inputs[{i}] must be a numpy ndarray, got {type(a).__name__}")
         if a.dtype.kind == "f":
             _validate_array(f"inputs[{i}]", a)
+            _require_elements(f"inputs[{i}]", a)
         arrays.append(a)
     if not any(a.dtype.kind == "f" for a in arrays):
         raise TypeError("check_vjp needs at least one real floating input")
-    _validate_common(method, coverage_, seed, rtol, atol, precision)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
     target = _VjpTarget(f, vjp, arrays)
     first = next(a for a in arrays if a.dtype.kind == "f")
     ba = _batch_axis(batch_axis, first.ndim)

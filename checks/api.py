@@ -36,9 +36,11 @@ def check_layer(
     ----------
     layer : object
         Follows the layer protocol: ``forward(x) -> y``, ``backward(dy) -> dx`` (which also
-        fills ``grads``), ``params`` (dict of the arrays forward reads) and ``grads``.
+        fills ``grads``), ``params`` (dict of the arrays forward reads; writeable, as the
+        checker perturbs them in place and restores them) and ``grads``.
     x : ndarray
-        Real floating input (float64, float32 or float16). Never cast, never modified.
+        Real floating input (float64, float32 or float16) with at least one element. Never
+        cast, never modified (read-only is fine).
     dy : ndarray, optional
         Upstream gradient; by default a seeded standard normal array (never all ones, which
         would hide errors that sum to zero).

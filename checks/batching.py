@@ -14,6 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from checks import contract
+from checks.errors import LayerContractError
+
 __all__ = ["pack_copies", "probe_independence", "unpack_outputs"]
 
 
@@ -24,7 +27,8 @@ def _close(a: np.ndarray, b: np.ndarray, eps: float) -> bool:
     b64 = b.astype(np.float64)
     if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
         return False
-    scale = np.abs(a64) + float(np.mean(np.abs(a64))) + np.finfo(np.float64).tiny
+    mean = float(np.mean(np.abs(a64))) if a64.size else 0.0  # an empty output: no warning
+    scale = np.abs(a64) + mean + np.finfo(np.float64).tiny
     return bool(np.all(np.abs(a64 - b64) <= 256 * eps * scale))
 
 
@@ -60,7 +64,10 @@ def probe_independence(
     Three evaluations: ``x'`` (x with noise of 10 % of its spread), the stack ``[x, x']``
     (each half must reproduce ``y(x)`` and ``y(x')``: no batch statistics, any batch size),
     and, with two or more samples, ``x`` with sample 0 replaced by ``x'[0]`` (the other
-    samples' outputs must not move).
+    samples' outputs must not move). ``call`` raising a
+    :class:`~checks.errors.LayerContractError` on ``x'`` or the swapped ``x`` propagates (the
+    layer failed on an ordinary input); on the stack it is a "no" only when the layer refused
+    the batch size (:data:`checks.contract.REFUSALS`).
     """
     n = x.shape[batch_axis]
     if y0.ndim <= batch_axis or y0.shape[batch_axis] != n:
@@ -70,9 +77,12 @@ def probe_independence(
         )
     spread = float(np.std(x.astype(np.float64))) or 1.0
     xp = (x + 0.1 * spread * rng.standard_normal(x.shape)).astype(x.dtype)
+    doubled = False  # whether the call in flight is the doubled batch
     try:
         yp = call(xp)
+        doubled = True
         ybig = call(np.concatenate([x, xp], axis=batch_axis))
+        doubled = False
         if ybig.ndim <= batch_axis or ybig.shape[batch_axis] != 2 * n:
             return False, "one call per probe: output batch size does not follow the input's"
         first, second = np.split(ybig, 2, axis=batch_axis)
@@ -88,7 +98,15 @@ def probe_independence(
             rest[batch_axis] = slice(1, None)
             if not _close(yq[tuple(rest)], y0[tuple(rest)], eps):
                 return False, "one call per probe: changing sample 0 changes other samples"
-    except Exception as exc:
+    except LayerContractError as exc:
+        # x' and x with sample 0 swapped are ordinary inputs (x's shape and dtype): a raise
+        # there is the layer failing, as on any call. The doubled batch is the checker's own
+        # input, which a layer built for one batch size may refuse
+        if not (doubled and contract.refused(exc)):
+            raise
+        cause = type(exc.__cause__).__name__
+        return False, f"one call per probe: forward on a packed batch raised {cause}"
+    except Exception as exc:  # the comparisons, on outputs of unexpected shapes
         return False, f"one call per probe: forward on a packed batch raised {type(exc).__name__}"
     return True, f"packed along batch_axis={batch_axis} (sample independence probed)"
 

@@ -16,15 +16,29 @@ import numpy as np
 from checks.errors import LayerContractError
 
 __all__ = [
+    "REFUSALS",
     "call_layer",
     "check_gradient_array",
     "mutated",
     "nonfinite_indices",
+    "refused",
     "restored_params",
     "snapshot",
 ]
 
 _MAX_LISTED = 10
+
+#: What a layer raises when it does not take an input of that dtype or shape (numpy's own
+#: errors, a dtype guard, a complex value cast to float). On one of the checker's unusual
+#: inputs -- complex values, float64 copies of a float32 layer, a doubled batch -- it means
+#: "not this way" and the checker falls back; any other exception, and any exception on an
+#: ordinary input, is the layer failing: a :class:`LayerContractError`.
+REFUSALS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    IndexError,
+    np.exceptions.ComplexWarning,
+)
 
 
 def snapshot(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -59,9 +73,15 @@ def format_indices(name: str, idx: list[tuple[int, ...]], total: int) -> str:
 
 
 def check_gradient_array(name: str, g: Any, expected: np.ndarray, who: str) -> str | None:
-    """Problem text when gradient ``g`` of ``name`` is missing, mis-shaped or not real float."""
+    """Problem text when gradient ``g`` of ``name`` is missing, mis-shaped or not real float.
+
+    A numpy or Python float scalar counts as a 0-d array when ``expected`` is 0-d."""
     if g is None:
         return f"{who} returned None for the gradient of {name}"
+    if expected.ndim == 0 and isinstance(g, (np.generic, float)):
+        # the gradient of a 0-d tensor may be a scalar, as forward's scalar output may (numpy
+        # arithmetic on 0-d arrays returns numpy scalars); its dtype is judged below
+        g = np.asarray(g)
     if not isinstance(g, np.ndarray):
         return (
             f"{who} returned a {type(g).__name__} for the gradient of {name}; "
@@ -91,6 +111,12 @@ def call_layer(fn: Callable[..., Any], what: str, *args: Any) -> Any:
         raise
     except Exception as exc:  # the layer's own error, with our context around it
         raise LayerContractError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by :func:`call_layer`, is the layer refusing its input (its
+    cause is one of :data:`REFUSALS`) -- a fallback only where the input was unusual."""
+    return isinstance(exc, LayerContractError) and isinstance(exc.__cause__, REFUSALS)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from checks import tolerances
+from checks import contract, tolerances
 from checks.errors import GradcheckError
 
 __all__ = ["Target", "probe"]
@@ -63,6 +63,11 @@ def probe(
     share of the quotient is missing at the tiny step and coarse at the mid one). A ReLU
     kink within the mid step of ``t`` also fails the last probe; the check then stays
     native, which is safe.
+
+    Forward raising on a float64 copy with one of :data:`checks.contract.REFUSALS` (a dtype
+    guard) also keeps the check native; anything else it raises, and anything at all on
+    the perturbed copies in the layer's own dtype, propagates as a
+    :class:`~checks.errors.LayerContractError` (the target back in the caller's dtypes).
     """
     y64 = y.astype(np.float64)
     ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0
@@ -73,19 +78,18 @@ def probe(
 
     what = "in the precision probe"
     probes = []
-    try:
-        for name in target.names:
-            t = target.value(name)
-            if t.dtype == np.float64 or t.size == 0:
-                continue
-            v = rng.standard_normal(t.shape)
-            v /= float(np.max(np.abs(v))) or 1.0
-            step = np.maximum(np.abs(t.astype(np.float64)), 1.0) * v  # per element, relative
-            big = (t.astype(np.float64) + _PROMOTE_STEP * step).astype(t.dtype)
-            native = target.eval_replace(name, big, what).astype(np.float64)
-            probes.append((name, big, step, native))
-    except GradcheckError:  # the layer's own failure surfaces in the numerical part, if at all
-        return None, "forward failed on a perturbed copy in the precision probe"
+    # real values in the layer's own dtype: whatever forward raises on them is the layer
+    # failing (a LayerContractError, as on any call), not a reason to stay native
+    for name in target.names:
+        t = target.value(name)
+        if t.dtype == np.float64 or t.size == 0:
+            continue
+        v = rng.standard_normal(t.shape)
+        v /= float(np.max(np.abs(v))) or 1.0
+        step = np.maximum(np.abs(t.astype(np.float64)), 1.0) * v  # per element, relative
+        big = (t.astype(np.float64) + _PROMOTE_STEP * step).astype(t.dtype)
+        native = target.eval_replace(name, big, what).astype(np.float64)
+        probes.append((name, big, step, native))
     target.promote()
     try:
         y_p = target.working_forward(what)
@@ -111,6 +115,11 @@ def probe(
                 raise _NoPromotion(f"forward computes part of {name}'s effect in its own dtype")
     except (_NoPromotion, GradcheckError) as exc:
         target.demote()
-        why = str(exc) if isinstance(exc, _NoPromotion) else "forward failed on float64 copies"
-        return None, why
+        if isinstance(exc, _NoPromotion):
+            return None, str(exc)
+        # a layer may refuse float64 (a dtype guard): it stays native; anything else it
+        # raises is the layer failing
+        if not contract.refused(exc):
+            raise
+        return None, f"forward failed on float64 copies: {type(exc.__cause__).__name__}"
     return y_p, "forward follows float64 copies of every tensor (probed)"

@@ -192,6 +192,11 @@ class Sequential:
     """
 
     def __init__(self, layers: Iterable[LayerLike], *, loss: str | None = None) -> None:
+        if not isinstance(layers, Iterable):  # Sequential(conv) for Sequential([conv])
+            raise TypeError(
+                f"layers must be a list or tuple of layers, got {type(layers).__name__} "
+                f"(a single layer goes in a list: Sequential([layer]))"
+            )
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("layers must hold at least one layer, got an empty sequence")

@@ -349,6 +349,7 @@ def test_lenet5_builds_the_seeds_network() -> None:
         (lambda: lenet5(convention="full"), ValueError, ["convention", "'full'"]),
         (lambda: lenet5(activation="gelu"), ValueError, ["activation", "'gelu'"]),
         (lambda: Sequential([]), ValueError, ["layers", "empty"]),
+        (lambda: Sequential(Flatten()), TypeError, ["layers must be a list", "got Flatten"]),
         (lambda: Sequential([Flatten(), object()]), TypeError, ["layers[1]", "object"]),
         (lambda: Sequential([Flatten()], loss="hinge"), ValueError, ["loss", "'hinge'", "'mse'"]),
     ],

@@ -85,6 +85,15 @@ class _CastLayer(Dense):
         return super().forward(np.asarray(x, dtype=np.float64))
 
 
+class _RealOnly(Dense):
+    """Refuses complex values in x or a parameter with a TypeError (a dtype guard)."""
+
+    def forward(self, x):
+        if any(np.iscomplexobj(a) for a in (x, *self.params.values())):
+            raise TypeError("real inputs only")
+        return super().forward(x)
+
+
 class _AttributeLayer(Dense):
     """Reads W from an attribute bound at construction, not from params at every call."""
 
@@ -105,8 +114,9 @@ class _AttributeLayer(Dense):
         lambda r: _AbsLayer(r.standard_normal(4)),
         lambda r: _CastLayer(r.standard_normal((3, 4)), r.standard_normal(3)),
         lambda r: _AttributeLayer(r.standard_normal((3, 4)), r.standard_normal(3)),
+        lambda r: _RealOnly(r.standard_normal((3, 4)), r.standard_normal(3)),
     ],
-    ids=["abs", "cast-to-real", "params-from-attribute"],
+    ids=["abs", "cast-to-real", "params-from-attribute", "refuses-complex"],
 )
 def test_auto_falls_back_silently_when_complex_numbers_do_not_propagate(make):
     rng = np.random.default_rng(2)
@@ -115,6 +125,8 @@ def test_auto_falls_back_silently_when_complex_numbers_do_not_propagate(make):
     rep = check_layer(make(rng), x)
     assert rep.ok
     assert any(t.method == "richardson" for t in rep.tensors)
+    if isinstance(make(rng), _RealOnly):  # the refusal is the layer's answer to complex input
+        assert all("complex step unusable (TypeError)" in t.tolerance_rule for t in rep.tensors)
 
 
 def test_fallback_still_catches_a_planted_error():
