@@ -1430,7 +1430,10 @@ def _run(
         analytic[name] = np.array(grads[name], dtype=np.float64, copy=True)
     rule = tolerances.rule_for(y.dtype, *(target.value(n).dtype for n in target.names))
     # -- determinism ---------------------------------------------------------------------
-    y2 = target.base_forward()
+    try:
+        y2 = target.base_forward()
+    except LayerContractError as exc:
+        raise fail(LayerContractError, str(exc)) from exc.__cause__
     if y2.shape != y.shape or not np.allclose(y2, y, rtol=16 * rule.eps, atol=0.0):
         raise fail(
             LayerContractError,
@@ -1449,7 +1452,10 @@ def _run(
                                             int((~np.isfinite(a)).sum()))  # fmt: skip
             raise fail(LayerContractError, f"analytic gradient has NaN/Inf at {where}")
     # -- a second backward after the determinism forward: the same gradients ----------------
-    problem = _repeat_problem(target, dy, analytic, before, watched, rule.eps)
+    try:
+        problem = _repeat_problem(target, dy, analytic, before, watched, rule.eps)
+    except LayerContractError as exc:
+        raise fail(LayerContractError, str(exc)) from exc.__cause__
     if problem:
         raise fail(LayerContractError, problem)
     dtypes = {n: str(target.value(n).dtype) for n in target.names}

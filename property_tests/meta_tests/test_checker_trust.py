@@ -225,3 +225,29 @@ def test_independent_kinks_of_equal_value_are_not_judged_together():
     for seed in range(5):
         rep = check_layer(ScaleReLU(w.copy()), x, seed=seed)
         assert rep.tensor("x").tied == []
+
+
+@pytest.mark.parametrize("when", ["forward", "backward"])
+def test_a_raise_on_the_second_pass_carries_a_report(when):
+    """The determinism forward and the repeated backward raised without a report."""
+
+    calls = {"forward": 0, "backward": 0}
+
+    class SecondCallRaises(Dense):
+        def forward(self, x):
+            calls["forward"] += 1
+            if when == "forward" and calls["forward"] == 2:
+                raise RuntimeError("second forward")
+            return super().forward(x)
+
+        def backward(self, dy):
+            calls["backward"] += 1
+            if when == "backward" and calls["backward"] == 2:
+                raise RuntimeError("second backward")
+            return super().backward(dy)
+
+    rng = np.random.default_rng(5)
+    layer = SecondCallRaises(rng.standard_normal((4, 5)), rng.standard_normal(4))
+    with pytest.raises(LayerContractError, match=f"second {when}") as ei:
+        check_layer(layer, rng.standard_normal((3, 5)))
+    assert ei.value.report is not None and not ei.value.report.ok
