@@ -467,7 +467,7 @@ def _grouped(
             and grouping.worth_grouping(shape[0], kind, copy_cost)
         ):
             trial = grouping.axis0_groups(shape)[0]
-            overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule)
+            overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule, positions_differ=False)
             key = "" if overlap else "grouped along axis 0"
         ctx.groupings[f"{name}/{kind}"] = key
     if not key:
@@ -481,8 +481,9 @@ def _grouped(
     groups = [g[wanted[g]] for g in groups]
     groups = [g for g in groups if g.size]
     res, failed = grouping.evaluate_groups(
-        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS, ctx.dy_random
-    )
+        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS, ctx.dy_random,
+        positions_differ=how == "lattice",  # packed copies of x: other batch positions
+    )  # fmt: skip
     done = np.zeros(tf.shape[1], dtype=bool)
     for g in groups:
         done[g] = True

@@ -241,7 +241,7 @@ def test_grouping_survives_position_dependent_rounding():
     pre-activation at odd batch positions): the verdict, the lattice grouping of x and the
     number of forward calls are those of the same layer without the nudge. With a threshold
     of 4 ulps of ``|y_j|`` alone, the trial saw every copy's unperturbed outputs move, x was
-    not grouped and the check took 1583 forward calls instead of 347."""
+    not grouped and the check took 1583 forward calls instead of 283."""
     plain, nudged = _rounded_check(False), _rounded_check(True)
     for rep in (plain, nudged):
         assert "x: lattice period 3" in rep.batching
