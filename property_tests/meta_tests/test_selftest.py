@@ -1,4 +1,4 @@
-"""The checker checked on layers whose bugs are known by construction (checks.mutants).
+"""The checker checked on layers whose bugs are known by construction (checks.audit.mutants).
 
 Every mutant must be caught with its expected exception class (and its catalogued hint, where
 the mistake has one); every correct-but-awkward layer must pass; a single planted error of a
@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checks import GradientMismatchError
-from checks.mutants import Mutant, _one_element, _set_grad, correct_cases, mutant_cases
-from checks.selftest import SENSITIVITY_SETUPS, detection_threshold, run_case
+from checks.audit.mutants import Mutant, _one_element, _set_grad, correct_cases, mutant_cases
+from checks.audit.selftest import SENSITIVITY_SETUPS, detection_threshold, run_case
 from checks.strategies import conv_configs
 
 MUTANTS = mutant_cases()

@@ -1,6 +1,6 @@
 """``make verify``: the derivation audit, then every reference layer of cnn_ref through the checker.
 
-:func:`verify_command` runs :func:`checks.derivations.audit_command` and then
+:func:`verify_command` runs :func:`checks.audit.derivations.audit_command` and then
 :func:`checks.check_layer` on each configuration of :data:`REFERENCE_LAYERS` (both convolution
 conventions with stride, padding and dilation; sum/mean/max subsampling; the pooling, dense,
 activation and flatten layers; a small LeNet-5), and prints one table row per check.
@@ -250,14 +250,14 @@ def verify_command(console: Any, json_path: str | Path | None = None) -> int:
     console : rich.console.Console
     json_path : path, optional
         Write ``{"audit": [...], "layers": [...]}`` (the audit rows as in
-        ``checks.derivations.rows_to_json``; one object per layer check).
+        ``checks.audit.derivations.rows_to_json``; one object per layer check).
 
     Returns
     -------
     int
         0 when the audit is as documented and every reference layer passes, 1 otherwise.
     """
-    from checks.derivations import audit_command, rows_to_json, run_audit
+    from checks.audit.derivations import audit_command, rows_to_json, run_audit
 
     rows = run_audit()
     audit_rc = audit_command(console, rows=rows)

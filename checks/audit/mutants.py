@@ -8,7 +8,7 @@ mistake has a known signature, print the expected hint. A *correct* case is a ri
 point where naive checkers raise false alarms (ReLU at exactly 0, max ties, float32, large
 magnitudes, a batch-dependent layer); the checker must pass it.
 
-The corpus is used by :mod:`checks.selftest` (``python -m checks selftest``) and by
+The corpus is used by :mod:`checks.audit.selftest` (``python -m checks selftest``) and by
 ``property_tests/meta_tests/test_selftest.py``.
 """
 

@@ -1,0 +1,16 @@
+"""The derivation audit and the checker's self-test corpus.
+
+What lives here:
+
+- ``derivations`` (with the equations and their cases): every equation (1)-(20) of
+  docs/derivation.md as written and as corrected, each compared with finite differences of an
+  independent forward model (``python -m checks audit``);
+- ``reference``: ``make verify`` (``python -m checks verify``), the audit and then every
+  cnn_ref reference layer through the checker;
+- ``mutants`` and ``selftest``: the corpus of deliberately broken layers (and of correct layers
+  that are awkward to check) and the checker's self-test on it (``python -m checks selftest``).
+
+This subpackage sits at the top of the import layers. It may use the checker's public API
+(``checks.check_layer``, ``checks.check_vjp``), the report (``checks.report``, ``checks.hints``,
+``checks.errors``) and ``cnn_ref``; nothing in the engine or the report may import it.
+"""
