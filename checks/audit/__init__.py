@@ -2,9 +2,10 @@
 
 What lives here:
 
-- ``derivations`` (with the equations and their cases): every equation (1)-(20) of
-  docs/derivation.md as written and as corrected, each compared with finite differences of an
-  independent forward model (``python -m checks audit``);
+- the derivation audit (``python -m checks audit``): every equation (1)-(20) of
+  docs/derivation.md as written and as corrected (``forms``), each compared with finite
+  differences of an independent forward model (``model``) on random cases (``cases``), one row
+  per entry of the table ``specs``; ``derivations`` runs the table and reports it;
 - ``reference``: ``make verify`` (``python -m checks verify``), the audit and then every
   cnn_ref reference layer through the checker;
 - ``mutants`` and ``selftest``: the corpus of deliberately broken layers (and of correct layers
