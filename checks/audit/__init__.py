@@ -8,8 +8,9 @@ What lives here:
   per entry of the table ``specs``; ``derivations`` runs the table and reports it;
 - ``reference``: ``make verify`` (``python -m checks verify``), the audit and then every
   cnn_ref reference layer through the checker;
-- ``mutants`` and ``selftest``: the corpus of deliberately broken layers (and of correct layers
-  that are awkward to check) and the checker's self-test on it (``python -m checks selftest``).
+- ``mutants``, ``corpus`` and ``selftest``: the corruptions, the corpus of deliberately broken
+  layers built with them (and of correct layers that are awkward to check), one entry per case,
+  and the checker's self-test on it (``python -m checks selftest``).
 
 This subpackage sits at the top of the import layers. It may use the checker's public API
 (``checks.check_layer``, ``checks.check_vjp``), the report (``checks.report``, ``checks.hints``,
