@@ -8,11 +8,11 @@ Subcommands
     check it on a seeded random input and print a per-tensor table; on a mismatch also the
     full failure message with its hints.
 ``audit [--json PATH]``
-    The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.derivations``).
+    The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.audit.derivations``).
 ``selftest``
-    The checker's mutation self-test (``checks.selftest``).
+    The checker's mutation self-test (``checks.audit.selftest``).
 ``verify [--json PATH]``
-    The audit, then every reference layer (``checks.reference``); what ``make verify`` runs.
+    The audit, then every reference layer (``checks.audit.reference``); what ``make verify`` runs.
 
 Exit status: 0 pass; 1 gradient mismatch (or the audit / self-test found a problem);
 2 usage error, a TARGET that cannot be loaded or built, an input the layer rejects, or a
@@ -403,11 +403,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_layer(args)
     console = _console()
     if args.command == "audit":
-        return int(_delegate("checks.derivations", "audit_command")(console, json_path=args.json))
+        return int(
+            _delegate("checks.audit.derivations", "audit_command")(console, json_path=args.json)
+        )
     if args.command == "selftest":
-        return int(_delegate("checks.selftest", "selftest_command")(console))
+        return int(_delegate("checks.audit.selftest", "selftest_command")(console))
     if args.command == "verify":
-        return int(_delegate("checks.reference", "verify_command")(console, json_path=args.json))
+        return int(
+            _delegate("checks.audit.reference", "verify_command")(console, json_path=args.json)
+        )
     raise UsageError(f"unknown command {args.command!r}")  # argparse prevents this
 
 

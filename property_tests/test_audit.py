@@ -12,7 +12,7 @@ import json
 import pytest
 from rich.console import Console
 
-from checks.derivations import (
+from checks.audit.derivations import (
     EXPECTED_AS_WRITTEN,
     REL_TOL,
     audit_command,

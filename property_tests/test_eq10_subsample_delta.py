@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from checks.derivations import eq10_conv_delta
+from checks.audit.forms import eq10_conv_delta
 from checks.strategies import SubsampleConfig, subsample_configs, tie_free_arrays
 from cnn_ref.functional.subsample import subsample_backward, subsample_forward
 from property_tests._fd import assert_vjp_close, numerical_vjp

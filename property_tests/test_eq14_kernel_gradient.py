@@ -1,7 +1,7 @@
 """Eq. (12)-(14): the kernel and bias gradients of a convolution layer.
 
 cnn_ref's ``dK`` is compared with (a) the derived form written in the derivation's vocabulary
-(``checks.derivations.eq14_kernel_grad``), (b) independent central differences
+(``checks.audit.forms.eq14_kernel_grad``), (b) independent central differences
 (``property_tests._fd``), and the as-written (14) is shown to be the kernel gradient of
 true convolution only.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from checks.derivations import eq13_kernel_grad, eq14_kernel_grad
+from checks.audit.forms import eq13_kernel_grad, eq14_kernel_grad
 from checks.strategies import ConvConfig, conv_configs
 from cnn_ref.functional.conv import conv2d_backward, conv2d_forward
 from property_tests._fd import assert_vjp_close, numerical_vjp

@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from checks.derivations import eq18_input_delta
+from checks.audit.forms import eq18_input_delta
 from checks.strategies import ConvConfig, conv_configs
 from cnn_ref.functional.conv import conv2d_backward, conv2d_forward
 from property_tests._fd import assert_vjp_close, numerical_vjp

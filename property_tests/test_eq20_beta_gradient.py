@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checks.derivations import eq20_beta_grad
+from checks.audit.forms import eq20_beta_grad
 from checks.strategies import subsample_configs, tie_free_arrays
 from cnn_ref import signal
 from cnn_ref.functional.subsample import subsample_backward

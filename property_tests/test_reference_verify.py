@@ -6,7 +6,7 @@ import json
 
 from rich.console import Console
 
-from checks.reference import verify_command
+from checks.audit.reference import verify_command
 
 
 def test_verify_passes_and_writes_audit_and_layer_json(tmp_path):

@@ -90,7 +90,7 @@ def test_derived_eq14_eq18_for_xcorr_match_torch_autograd(cfg, seed):
     # the derived forms themselves, not cnn_ref: for cross-correlation the kernel gradient is
     # conv2(A_j, rot180(delta_i), 'valid') (no outer rot180) and the input delta sums
     # conv2(delta_i, K_ij, 'full') over the next maps i (no rot180 of K)
-    from checks.derivations import eq14_kernel_grad, eq18_input_delta
+    from checks.audit.forms import eq14_kernel_grad, eq18_input_delta
 
     rng = np.random.default_rng(seed)
     x, K = rng.standard_normal(cfg.x_shape), rng.standard_normal(cfg.K_shape)

@@ -1,4 +1,4 @@
-"""The checker checked on layers whose bugs are known by construction (checks.mutants).
+"""The checker checked on layers whose bugs are known by construction (checks.audit.corpus).
 
 Every mutant must be caught with its expected exception class (and its catalogued hint, where
 the mistake has one); every correct-but-awkward layer must pass; a single planted error of a
@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checks import GradientMismatchError
-from checks.mutants import Mutant, _one_element, _set_grad, correct_cases, mutant_cases
-from checks.selftest import SENSITIVITY_SETUPS, detection_threshold, run_case
+from checks.audit.corpus import correct_cases, mutant_cases
+from checks.audit.mutants import Mutant, one_element, set_grad
+from checks.audit.selftest import SENSITIVITY_SETUPS, detection_threshold, run_case
 from checks.strategies import conv_configs
 
 MUTANTS = mutant_cases()
@@ -76,6 +77,6 @@ def test_a_one_element_1e6_error_is_caught_on_any_conv_geometry(cfg, convention,
     layer, x = make()
     check_layer(layer, x, seed=seed)  # the correct layer passes: no false alarm
     base, x = make()
-    mutant = Mutant(base, _set_grad("K", _one_element("K", 1e-6)), "dK 1e-6")
+    mutant = Mutant(base, set_grad("K", one_element("K", 1e-6)), "dK 1e-6")
     with pytest.raises(GradientMismatchError):
         check_layer(mutant, x, seed=seed)

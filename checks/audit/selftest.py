@@ -1,13 +1,13 @@
 """The checker's self-test: every mutant caught, every correct layer passed, and its power.
 
 ``python -m checks selftest`` runs :func:`checks.check_layer` on every case of
-:mod:`checks.mutants` and prints a table (case, caught or passed, by which exception, which
+:mod:`checks.audit.corpus` and prints a table (case, caught or passed, by which exception, which
 hint), then, per finite-difference method, the smallest relative error in a single gradient
 element that the checker detects, found by bisection on a planted error.
 
 Examples
 --------
->>> from checks.selftest import run_selftest
+>>> from checks.audit.selftest import run_selftest
 >>> result = run_selftest(sensitivity=False)          # doctest: +SKIP
 >>> result.ok                                         # doctest: +SKIP
 True
@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from checks.audit.corpus import Case, correct_cases, mutant_cases
+from checks.audit.mutants import Mutant, dx_one_element, largest, one_element, set_grad
 from checks.errors import GradcheckError
-from checks.mutants import Case, Mutant, correct_cases, mutant_cases
 
 __all__ = [
     "SENSITIVITY_SETUPS",
@@ -185,13 +186,11 @@ SENSITIVITY_SETUPS: list[Setup] = [
 
 
 def _caught(setup: Setup, rel: float) -> bool:
-    from checks.mutants import _dx_one_element, _largest, _one_element, _set_grad
-
     base, x = setup.make()
     if setup.tensor == "x":
-        corrupt = _dx_one_element(rel, _largest)
+        corrupt = dx_one_element(rel, largest)
     else:
-        corrupt = _set_grad(setup.tensor, _one_element(setup.tensor, rel))
+        corrupt = set_grad(setup.tensor, one_element(setup.tensor, rel))
     layer = Mutant(base, corrupt, f"d{setup.tensor} x (1 + {rel:.1e})")
     try:
         _check_layer()(

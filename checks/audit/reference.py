@@ -1,6 +1,6 @@
 """``make verify``: the derivation audit, then every reference layer of cnn_ref through the checker.
 
-:func:`verify_command` runs :func:`checks.derivations.audit_command` and then
+:func:`verify_command` runs :func:`checks.audit.derivations.audit_command` and then
 :func:`checks.check_layer` on each configuration of :data:`REFERENCE_LAYERS` (both convolution
 conventions with stride, padding and dilation; sum/mean/max subsampling; the pooling, dense,
 activation and flatten layers; a small LeNet-5), and prints one table row per check.
@@ -13,13 +13,29 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from checks.errors import GradcheckError
+from cnn_ref import (
+    Activation,
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Subsample,
+    lenet5,
+)
 
-__all__ = ["REFERENCE_LAYERS", "LayerResult", "check_reference_layers", "verify_command"]
+__all__ = [
+    "REFERENCE_LAYERS",
+    "LayerResult",
+    "RefLayer",
+    "check_reference_layers",
+    "verify_command",
+]
 
 
 def _x(*shape: int, seed: int = 1) -> np.ndarray:
@@ -31,111 +47,117 @@ def _tie_free(*shape: int, seed: int = 2) -> np.ndarray:
     return (np.random.default_rng(seed).permutation(size) - size / 2).reshape(shape) * 0.1
 
 
-def _layers() -> list[tuple[str, str, Callable[[], Any], Callable[[], np.ndarray]]]:
-    import cnn_ref as c
+class RefLayer(NamedTuple):
+    """One reference-layer check: the layer's name, its configuration, two factories."""
 
-    def sub(kind: str, **kw: Any) -> Callable[[], Any]:
-        def make() -> Any:
-            layer = c.Subsample(3, 2, kind=kind, seed=0, **kw)
-            layer.params["beta"][...] = [1.5, -0.7, 0.4]  # beta != 1 on purpose
-            return layer
-
-        return make
-
-    return [
-        (
-            "Conv2D",
-            "conv 2->3, 3x2, tanh",
-            lambda: c.Conv2D(2, 3, (3, 2), activation="tanh", seed=0),
-            lambda: _x(2, 2, 6, 7),
-        ),
-        (
-            "Conv2D",
-            "conv, stride 2, padding 1",
-            lambda: c.Conv2D(2, 3, 3, stride=2, padding=1, seed=0),
-            lambda: _x(2, 2, 7, 8),
-        ),
-        (
-            "Conv2D",
-            "conv, dilation 2, sigmoid",
-            lambda: c.Conv2D(2, 2, (2, 3), dilation=2, activation="sigmoid", seed=0),
-            lambda: _x(2, 2, 7, 8),
-        ),
-        (
-            "Conv2D",
-            "xcorr 2->3, 3x2",
-            lambda: c.Conv2D(2, 3, (3, 2), convention="xcorr", seed=0),
-            lambda: _x(2, 2, 6, 7),
-        ),
-        (
-            "Conv2D",
-            "xcorr, stride (2,1), pad (1,0), dil (1,2)",
-            lambda: c.Conv2D(
-                2,
-                3,
-                (2, 3),
-                stride=(2, 1),
-                padding=(1, 0),
-                dilation=(1, 2),
-                convention="xcorr",
-                activation="relu",
-                seed=0,
-            ),
-            lambda: _x(2, 2, 7, 9),
-        ),
-        (
-            "Subsample",
-            "sum 2x2, beta != 1, sigmoid",
-            sub("sum", activation="sigmoid"),
-            lambda: _x(2, 3, 6, 7),
-        ),
-        ("Subsample", "mean 2x2, 7x9 map (cropped)", sub("mean"), lambda: _x(2, 3, 7, 9)),
-        ("Subsample", "max 2x2, tie-free", sub("max"), lambda: _tie_free(2, 3, 6, 8)),
-        (
-            "Subsample",
-            "max 2x2 stride 1 (overlapping)",
-            sub("max", stride=1),
-            lambda: _tie_free(2, 3, 5, 6),
-        ),
-        ("MaxPool2D", "2x2", lambda: c.MaxPool2D(2), lambda: _tie_free(2, 2, 6, 6)),
-        (
-            "AvgPool2D",
-            "2x3 stride (2,2)",
-            lambda: c.AvgPool2D((2, 3), stride=2),
-            lambda: _x(2, 2, 6, 9),
-        ),
-        ("Dense", "5->4", lambda: c.Dense(5, 4, seed=0), lambda: _x(3, 5)),
-        ("Dense", "5->4, tanh", lambda: c.Dense(5, 4, activation="tanh", seed=0), lambda: _x(3, 5)),
-        *[
-            ("Activation", name, (lambda n=name: c.Activation(n)), lambda: _x(2, 3, 4))
-            for name in ("identity", "sigmoid", "tanh", "relu")
-        ],
-        ("Flatten", "(2,3,4,5) -> (2,60)", lambda: c.Flatten(), lambda: _x(2, 3, 4, 5)),
-        (
-            "lenet5",
-            "16x16, 3 classes, sigmoid, mean",
-            lambda: c.lenet5(image_size=16, n_classes=3, seed=0, loss=None),
-            lambda: _x(2, 1, 16, 16),
-        ),
-        (
-            "lenet5",
-            "16x16, xcorr, max, tanh",
-            lambda: c.lenet5(
-                image_size=16,
-                n_classes=3,
-                seed=0,
-                loss=None,
-                convention="xcorr",
-                kind="max",
-                activation="tanh",
-            ),
-            lambda: _x(2, 1, 16, 16),
-        ),
-    ]
+    layer: str
+    config: str
+    make_layer: Callable[[], Any]
+    make_x: Callable[[], np.ndarray]
 
 
-#: (layer, config, layer factory, input factory) for every check ``make verify`` runs.
-REFERENCE_LAYERS = _layers
+def _sub(kind: str, **kw: Any) -> Callable[[], Any]:
+    def make() -> Any:
+        layer = Subsample(3, 2, kind=kind, seed=0, **kw)
+        layer.params["beta"][...] = [1.5, -0.7, 0.4]  # beta != 1 on purpose
+        return layer
+
+    return make
+
+
+#: Every check ``make verify`` runs, in the order of its table; a new check is one more entry.
+REFERENCE_LAYERS: tuple[RefLayer, ...] = (
+    RefLayer(
+        "Conv2D",
+        "conv 2->3, 3x2, tanh",
+        lambda: Conv2D(2, 3, (3, 2), activation="tanh", seed=0),
+        lambda: _x(2, 2, 6, 7),
+    ),
+    RefLayer(
+        "Conv2D",
+        "conv, stride 2, padding 1",
+        lambda: Conv2D(2, 3, 3, stride=2, padding=1, seed=0),
+        lambda: _x(2, 2, 7, 8),
+    ),
+    RefLayer(
+        "Conv2D",
+        "conv, dilation 2, sigmoid",
+        lambda: Conv2D(2, 2, (2, 3), dilation=2, activation="sigmoid", seed=0),
+        lambda: _x(2, 2, 7, 8),
+    ),
+    RefLayer(
+        "Conv2D",
+        "xcorr 2->3, 3x2",
+        lambda: Conv2D(2, 3, (3, 2), convention="xcorr", seed=0),
+        lambda: _x(2, 2, 6, 7),
+    ),
+    RefLayer(
+        "Conv2D",
+        "xcorr, stride (2,1), pad (1,0), dil (1,2)",
+        lambda: Conv2D(
+            2,
+            3,
+            (2, 3),
+            stride=(2, 1),
+            padding=(1, 0),
+            dilation=(1, 2),
+            convention="xcorr",
+            activation="relu",
+            seed=0,
+        ),
+        lambda: _x(2, 2, 7, 9),
+    ),
+    RefLayer(
+        "Subsample",
+        "sum 2x2, beta != 1, sigmoid",
+        _sub("sum", activation="sigmoid"),
+        lambda: _x(2, 3, 6, 7),
+    ),
+    RefLayer("Subsample", "mean 2x2, 7x9 map (cropped)", _sub("mean"), lambda: _x(2, 3, 7, 9)),
+    RefLayer("Subsample", "max 2x2, tie-free", _sub("max"), lambda: _tie_free(2, 3, 6, 8)),
+    RefLayer(
+        "Subsample",
+        "max 2x2 stride 1 (overlapping)",
+        _sub("max", stride=1),
+        lambda: _tie_free(2, 3, 5, 6),
+    ),
+    RefLayer("MaxPool2D", "2x2", lambda: MaxPool2D(2), lambda: _tie_free(2, 2, 6, 6)),
+    RefLayer(
+        "AvgPool2D",
+        "2x3 stride (2,2)",
+        lambda: AvgPool2D((2, 3), stride=2),
+        lambda: _x(2, 2, 6, 9),
+    ),
+    RefLayer("Dense", "5->4", lambda: Dense(5, 4, seed=0), lambda: _x(3, 5)),
+    RefLayer(
+        "Dense", "5->4, tanh", lambda: Dense(5, 4, activation="tanh", seed=0), lambda: _x(3, 5)
+    ),
+    RefLayer("Activation", "identity", lambda: Activation("identity"), lambda: _x(2, 3, 4)),
+    RefLayer("Activation", "sigmoid", lambda: Activation("sigmoid"), lambda: _x(2, 3, 4)),
+    RefLayer("Activation", "tanh", lambda: Activation("tanh"), lambda: _x(2, 3, 4)),
+    RefLayer("Activation", "relu", lambda: Activation("relu"), lambda: _x(2, 3, 4)),
+    RefLayer("Flatten", "(2,3,4,5) -> (2,60)", lambda: Flatten(), lambda: _x(2, 3, 4, 5)),
+    RefLayer(
+        "lenet5",
+        "16x16, 3 classes, sigmoid, mean",
+        lambda: lenet5(image_size=16, n_classes=3, seed=0, loss=None),
+        lambda: _x(2, 1, 16, 16),
+    ),
+    RefLayer(
+        "lenet5",
+        "16x16, xcorr, max, tanh",
+        lambda: lenet5(
+            image_size=16,
+            n_classes=3,
+            seed=0,
+            loss=None,
+            convention="xcorr",
+            kind="max",
+            activation="tanh",
+        ),
+        lambda: _x(2, 1, 16, 16),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -183,7 +205,7 @@ def check_reference_layers(*, seed: int = 0) -> list[LayerResult]:
 
     check_layer: Callable[..., Any] = checks.check_layer  # type: ignore[attr-defined,unused-ignore]
     results = []
-    for name, config, make_layer, make_x in _layers():
+    for name, config, make_layer, make_x in REFERENCE_LAYERS:
         start = time.perf_counter()
         try:
             report = check_layer(make_layer(), make_x(), seed=seed)
@@ -250,14 +272,14 @@ def verify_command(console: Any, json_path: str | Path | None = None) -> int:
     console : rich.console.Console
     json_path : path, optional
         Write ``{"audit": [...], "layers": [...]}`` (the audit rows as in
-        ``checks.derivations.rows_to_json``; one object per layer check).
+        ``checks.audit.derivations.rows_to_json``; one object per layer check).
 
     Returns
     -------
     int
         0 when the audit is as documented and every reference layer passes, 1 otherwise.
     """
-    from checks.derivations import audit_command, rows_to_json, run_audit
+    from checks.audit.derivations import audit_command, rows_to_json, run_audit
 
     rows = run_audit()
     audit_rc = audit_command(console, rows=rows)
