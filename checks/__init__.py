@@ -6,8 +6,8 @@ See :func:`check_layer` for the numerical method and :class:`Report` for what a 
 """
 
 from checks.api import check_layer, check_vjp
-from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.report import Report, TensorReport
+from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 
 __all__ = [
     "GradcheckError",

@@ -22,9 +22,9 @@ import numpy as np
 
 from checks import batching, contract, coverage, finite_diff, grouping, kinks, tolerances
 from checks import precision as precision_probe
-from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.finite_diff import FDResult
 from checks.report import Report, TensorReport, order_with_ties
+from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 
 __all__ = ["METHODS", "run_layer", "run_vjp"]
 
@@ -1375,7 +1375,7 @@ def _run(
         report.ok = False
         report.elapsed = time.perf_counter() - t_start
         report.n_evals = target.n_evals
-        from checks.messages import format_report
+        from checks.report.messages import format_report
 
         return exc_type(format_report(report), report)
 
@@ -1577,7 +1577,7 @@ def _run(
     report.n_evals = target.n_evals
     report.ok = all(t.ok for t in report.tensors) and not report.problems
     if not report.ok:
-        from checks.messages import format_report
+        from checks.report.messages import format_report
 
         exc_type = LayerContractError if report.problems else GradientMismatchError
         raise exc_type(format_report(report), report)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from checks import contract
-from checks.errors import LayerContractError
+from checks.report.errors import LayerContractError
 
 __all__ = ["pack_copies", "probe_independence", "unpack_outputs"]
 
@@ -65,7 +65,7 @@ def probe_independence(
     (each half must reproduce ``y(x)`` and ``y(x')``: no batch statistics, any batch size),
     and, with two or more samples, ``x`` with sample 0 replaced by ``x'[0]`` (the other
     samples' outputs must not move). ``call`` raising a
-    :class:`~checks.errors.LayerContractError` on ``x'`` or the swapped ``x`` propagates (the
+    :class:`~checks.report.errors.LayerContractError` on ``x'`` or the swapped ``x`` propagates (the
     layer failed on an ordinary input); on the stack it is a "no" only when the layer refused
     the batch size (:data:`checks.contract.REFUSALS`).
     """

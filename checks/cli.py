@@ -273,7 +273,7 @@ def _run_layer(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape)
     layer = load_target(args.target)
     from checks import check_layer
-    from checks.errors import GradientMismatchError, LayerContractError
+    from checks.report.errors import GradientMismatchError, LayerContractError
 
     out = _console()
     rng = np.random.default_rng(args.seed)
@@ -379,7 +379,7 @@ def _write_outputs(report: Any, json_path: str | None, plot_path: str | None) ->
         except OSError as exc:
             raise UsageError(f"cannot write --json {json_path!r}: {exc}") from exc
     if plot_path:
-        from checks.plotting import plot_report
+        from checks.report.plotting import plot_report
 
         try:
             plot_report(report, plot_path)

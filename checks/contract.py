@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from checks.errors import LayerContractError
+from checks.report.errors import LayerContractError
+from checks.report.messages import format_indices
 
 __all__ = [
     "REFUSALS",
     "call_layer",
     "check_gradient_array",
+    "format_indices",
     "mutated",
     "nonfinite_indices",
     "refused",
@@ -63,13 +65,6 @@ def nonfinite_indices(a: np.ndarray, limit: int = _MAX_LISTED) -> list[tuple[int
     """Multi-indices of the first ``limit`` NaN/Inf elements of ``a`` (row-major order)."""
     bad = np.argwhere(~np.isfinite(a))[:limit]
     return [tuple(int(i) for i in row) for row in bad]
-
-
-def format_indices(name: str, idx: list[tuple[int, ...]], total: int) -> str:
-    """``K[0, 1, 2, 2], K[1, 0, 0, 0] (and 3 more)``."""
-    parts = [f"{name}[{', '.join(map(str, i))}]" for i in idx]
-    more = f" (and {total - len(idx)} more)" if total > len(idx) else ""
-    return ", ".join(parts) + more
 
 
 def check_gradient_array(name: str, g: Any, expected: np.ndarray, who: str) -> str | None:

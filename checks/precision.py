@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from checks import contract, tolerances
-from checks.errors import GradcheckError
+from checks.report.errors import GradcheckError
 
 __all__ = ["Target", "probe"]
 
@@ -67,7 +67,7 @@ def probe(
     Forward raising on a float64 copy with one of :data:`checks.contract.REFUSALS` (a dtype
     guard) also keeps the check native; anything else it raises, and anything at all on
     the perturbed copies in the layer's own dtype, propagates as a
-    :class:`~checks.errors.LayerContractError` (the target back in the caller's dtypes).
+    :class:`~checks.report.errors.LayerContractError` (the target back in the caller's dtypes).
     """
     y64 = y.astype(np.float64)
     ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0

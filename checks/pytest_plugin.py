@@ -121,14 +121,14 @@ class GradChecker:
             self.json_dir.mkdir(parents=True, exist_ok=True)
             (self.json_dir / f"{stem}.json").write_text(report.to_json())
         if failed and self.plot_dir is not None:
-            from checks.plotting import plot_report
+            from checks.report.plotting import plot_report
 
             self.plot_dir.mkdir(parents=True, exist_ok=True)
             plot_report(report, self.plot_dir / f"{stem}.png")
 
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        from checks.errors import GradcheckError
+        from checks.report.errors import GradcheckError
 
         options = {**self.defaults, **kwargs}
         try:
@@ -182,7 +182,7 @@ class GradChecker:
             A substring that must appear in the failure message (e.g. ``"rot180"``).
         """
         __tracebackhide__ = True
-        from checks.errors import GradientMismatchError
+        from checks.report.errors import GradientMismatchError
 
         try:
             self(layer, x, **kwargs)

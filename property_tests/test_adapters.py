@@ -9,7 +9,7 @@ import pytest
 
 from checks import check_layer
 from checks.adapters import LayerAdapter, from_functions
-from checks.errors import GradientMismatchError, LayerContractError
+from checks.report.errors import GradientMismatchError, LayerContractError
 from property_tests._foreign_layers import (
     Dropout,
     NHWCConv2D,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DERIVATION = ROOT / "docs" / "derivation.md"
-HINTS = ROOT / "checks" / "hints.py"
+HINTS = ROOT / "checks" / "report" / "hints.py"
 
 # built from parts so that this file does not match itself
 OUTSIDE_FILE = "shared" + "/seed"
@@ -101,4 +101,6 @@ def test_every_equation_the_hints_cite_is_numbered_in_the_derivation() -> None:
     cited = {n for group in CITATION.findall(source) for n in re.findall(r"\d+", group)}
     assert {"5", "6", "10", "11", "14", "18"} <= cited  # the parser sees the hints' citations
     missing = cited - set(_tags())
-    assert not missing, f"checks/hints.py cites eq. {sorted(missing, key=int)}, not in {DERIVATION}"
+    assert not missing, (
+        f"checks/report/hints.py cites eq. {sorted(missing, key=int)}, not in {DERIVATION}"
+    )

@@ -39,7 +39,7 @@ def test_the_captured_failure_message_is_what_the_checker_prints_today() -> None
     fresh = namespace["message"]
     captured = _blocks("text")[0].strip().splitlines()
     # the findings must be today's: the mismatch count, the worst elements, the hint. (The
-    # wording of the header may evolve in checks/messages.py without invalidating the doc.)
+    # wording of the header may evolve in checks/report/messages.py without invalidating the doc.)
     findings = [line.strip() for line in captured if line.startswith(("Mismatched", "Hint:"))]
     for line in captured:
         if line.startswith("  K["):  # worst elements: the index and both values

@@ -1,5 +1,5 @@
-"""checks.hints: each catalogued derivation mistake, planted in a small layer, is named by the
-``Hint:`` line of check_layer's failure message.
+"""checks.report.hints: each catalogued derivation mistake, planted in a small layer, is named
+by the ``Hint:`` line of check_layer's failure message.
 
 Every broken layer below is a reference layer from ``cnn_ref`` whose backward was changed in
 exactly one way; the correct layer passes (so the hint is about the planted mistake, not
@@ -16,8 +16,8 @@ import pytest
 
 import cnn_ref
 from checks import check_layer
-from checks.errors import GradientMismatchError
-from checks.hints import diagnose
+from checks.report.errors import GradientMismatchError
+from checks.report.hints import diagnose
 from cnn_ref.functional.conv import conv2d_backward
 from cnn_ref.functional.subsample import subsample_backward
 

@@ -1,4 +1,4 @@
-"""checks.plotting: the heatmap PNG of a real failing check is written, opens, is laid out in
+"""checks.report.plotting: the heatmap PNG of a real failing check is written, opens, is laid out in
 the failing tensor's own shape, and shows both the wrong and the right elements."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import matplotlib.image as mpimg
 
 import cnn_ref
 from checks import check_layer
-from checks.errors import GradientMismatchError
-from checks.plotting import error_ratio, plot_report
+from checks.report.errors import GradientMismatchError
+from checks.report.plotting import error_ratio, plot_report
 
 
 class KernelNotFlipped(cnn_ref.Conv2D):

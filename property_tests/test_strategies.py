@@ -151,7 +151,7 @@ class _KernelNotFlipped(cnn_ref.Conv2D):
 
 
 def test_built_property_catches_a_missing_rot180() -> None:
-    from checks.errors import GradientMismatchError
+    from checks.report.errors import GradientMismatchError
 
     def broken(c: ConvConfig) -> _KernelNotFlipped:
         return _KernelNotFlipped(c.c_in, c.c_out, (c.kh, c.kw))

@@ -13,6 +13,6 @@ What lives here:
   and the checker's self-test on it (``python -m checks selftest``).
 
 This subpackage sits at the top of the import layers. It may use the checker's public API
-(``checks.check_layer``, ``checks.check_vjp``), the report (``checks.report``, ``checks.hints``,
-``checks.errors``) and ``cnn_ref``; nothing in the engine or the report may import it.
+(``checks.check_layer``, ``checks.check_vjp``), the report (``checks.report``: its data,
+hints and errors) and ``cnn_ref``; nothing in the engine or the report may import it.
 """

@@ -54,7 +54,7 @@ from checks.audit.mutants import (
     tanh_df_missing_square,
     zero,
 )
-from checks.errors import GradcheckError, GradientMismatchError, LayerContractError
+from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 from cnn_ref import (
     Activation,
     AvgPool2D,

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from checks.errors import GradcheckError
+from checks.report.errors import GradcheckError
 from cnn_ref import (
     Activation,
     AvgPool2D,

@@ -25,7 +25,7 @@ import numpy as np
 
 from checks.audit.corpus import Case, correct_cases, mutant_cases
 from checks.audit.mutants import Mutant, dx_one_element, largest, one_element, set_grad
-from checks.errors import GradcheckError
+from checks.report.errors import GradcheckError
 
 __all__ = [
     "SENSITIVITY_SETUPS",
@@ -86,7 +86,7 @@ def _hints(err: GradcheckError) -> tuple[str, ...]:
     found = [line.strip() for line in str(err).splitlines() if "Hint" in line]
     report = getattr(err, "report", None)
     if report is not None:
-        from checks.hints import diagnose
+        from checks.report.hints import diagnose
 
         for tensor in getattr(report, "tensors", []):
             if not getattr(tensor, "ok", True):

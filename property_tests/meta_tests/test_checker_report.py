@@ -1,4 +1,4 @@
-"""Report, TensorReport, to_json() schema and the failure text built by checks.messages."""
+"""Report, TensorReport, to_json() schema and the failure text built by checks.report.messages."""
 
 from __future__ import annotations
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,13 @@ def _f(v: float | None) -> float | None:
         return None
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+#: How a Report renders itself: ``"text"`` (``str(report)``) and ``"plot"`` (``report.plot``),
+#: filled in by :mod:`checks.report` with :func:`checks.report.messages.format_report` and
+#: :func:`checks.report.plotting.plot_report`. Those read this module; this module imports
+#: neither, so the report layer has no import cycle.
+RENDERERS: dict[str, Callable[..., Any]] = {}
 
 
 def order_with_ties(key: np.ndarray, spread: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -324,9 +332,7 @@ class Report:
         )
 
     def __str__(self) -> str:
-        from checks.messages import format_report
-
-        return format_report(self)
+        return RENDERERS["text"](self)
 
     def to_json(self, **dumps_kwargs: Any) -> str:
         """Serialise to JSON following the schema in the module docstring."""
@@ -356,8 +362,6 @@ class Report:
     def plot(self, path: str) -> None:
         """Write a PNG heatmap of the per-element error of each failing tensor to ``path``.
 
-        Delegates to :func:`checks.plotting.plot_report` (needs matplotlib).
+        Delegates to :func:`checks.report.plotting.plot_report` (needs matplotlib).
         """
-        from checks.plotting import plot_report
-
-        plot_report(self, path)
+        RENDERERS["plot"](self, path)

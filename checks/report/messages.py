@@ -21,14 +21,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from checks.contract import format_indices
-
 if TYPE_CHECKING:
-    from checks.report import Report, TensorReport
+    from checks.report.data import Report, TensorReport
 
-__all__ = ["format_failure", "format_report", "format_tensor"]
+__all__ = ["format_failure", "format_indices", "format_report", "format_tensor"]
 
 _N_WORST = 5
+
+
+def format_indices(name: str, idx: list[tuple[int, ...]], total: int) -> str:
+    """``K[0, 1, 2, 2], K[1, 0, 0, 0] (and 3 more)``."""
+    parts = [f"{name}[{', '.join(map(str, i))}]" for i in idx]
+    more = f" (and {total - len(idx)} more)" if total > len(idx) else ""
+    return ", ".join(parts) + more
 
 
 def _idx(name: str, idx: tuple[int, ...]) -> str:
@@ -37,7 +42,7 @@ def _idx(name: str, idx: tuple[int, ...]) -> str:
 
 def _hints(tr: TensorReport) -> list[str]:
     try:
-        from checks.hints import diagnose
+        from checks.report.hints import diagnose
     except ImportError:  # the front door is optional for the numerical core
         return []
     try:

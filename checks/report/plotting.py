@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from checks.report import Report, TensorReport
+    from checks.report.data import Report, TensorReport
 
 __all__ = ["error_ratio", "plot_report"]
 
@@ -34,7 +34,7 @@ def _require_matplotlib() -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - exercised by a monkeypatched test
         raise ImportError(
-            "checks.plotting needs matplotlib, which is not installed; install the 'plot' "
+            "checks.report.plotting needs matplotlib, which is not installed; install the 'plot' "
             "extra: pip install 'convgrad-harness[plot]' (or pip install matplotlib)"
         ) from exc
     return Figure, FigureCanvasAgg

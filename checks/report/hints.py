@@ -1,7 +1,7 @@
 """Known-derivation-mistake catalogue: turn a gradient mismatch into a guess at the bug.
 
 :func:`diagnose` looks at one tensor's analytic and numerical gradients (only at the elements
-that were checked) and returns one sentence per recognised pattern. ``checks.messages``
+that were checked) and returns one sentence per recognised pattern. ``checks.report.messages``
 prints each as a ``Hint:`` line. Every detector is a pure function on arrays; none of them
 knows the layer.
 Equation numbers such as eq. (14) are those of docs/derivation.md.
@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from checks.report import TensorReport
+    from checks.report.data import TensorReport
 
 __all__ = ["diagnose"]
 
