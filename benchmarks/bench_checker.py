@@ -67,7 +67,7 @@ def _check_layer() -> tuple[Callable[..., Any], type[BaseException]]:
         checks = importlib.import_module("checks")
         fn = getattr(checks, "check_layer", None)
         if fn is None:
-            fn = getattr(importlib.import_module("checks.api"), "check_layer", None)
+            fn = getattr(importlib.import_module("checks.doors.api"), "check_layer", None)
         err = getattr(checks, "GradientMismatchError", None)
     except ImportError as exc:
         pytest.skip(f"checks.check_layer does not import: {exc}")

@@ -5,7 +5,7 @@
 See :func:`check_layer` for the numerical method and :class:`Report` for what a check returns.
 """
 
-from checks.api import check_layer, check_vjp
+from checks.doors.api import check_layer, check_vjp
 from checks.report import Report, TensorReport
 from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 

@@ -1,8 +1,8 @@
-"""``python -m checks``: see :mod:`checks.cli`."""
+"""``python -m checks``: see :mod:`checks.doors.cli`."""
 
 import sys
 
-from checks.cli import main
+from checks.doors.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 """python -m checks: pass (0), mismatch (1) and bad TARGET (2) as real subprocesses; the other
-usage errors in-process through ``checks.cli.main``: one line on stderr, exit 2, no traceback
+usage errors in-process through ``checks.doors.cli.main``: one line on stderr, exit 2, no traceback
 unless --debug."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.cli import main
+from checks.doors.cli import main
 
 LAYERS = textwrap.dedent(
     """
@@ -184,7 +184,7 @@ def test_progress_counts_forward_calls_and_restores_the_method() -> None:
     import numpy as np
 
     import cnn_ref
-    from checks.cli import _counting_forward
+    from checks.doors.cli import _counting_forward
 
     layer = cnn_ref.Dense(3, 2, seed=0)
     seen: list[int] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from checks.pytest_plugin import GradChecker
+from checks.doors.pytest_plugin import GradChecker
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "front_door.md"
 

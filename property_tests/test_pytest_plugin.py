@@ -1,4 +1,4 @@
-"""checks.pytest_plugin, run through pytester: the fixture, the marker defaults, the options
+"""checks.doors.pytest_plugin, run through pytester: the fixture, the marker defaults, the options
 that write JSON and heatmaps, the assertion helpers, and the --help section."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """pytest plugin: a ``gradcheck`` fixture, report files, and assertion helpers.
 
-Registered through the ``pytest11`` entry point ``gradcheck = "checks.pytest_plugin"``, so
+Registered through the ``pytest11`` entry point ``gradcheck = "checks.doors.pytest_plugin"``, so
 installing the project is enough; nothing needs to go into ``conftest.py``.
 
 Options
