@@ -1,6 +1,6 @@
 """Public entry points: :func:`check_layer` and :func:`check_vjp`.
 
-Thin wrappers over the private runner (:mod:`checks._runner`), as chainer's
+Thin wrappers over the private runner (:mod:`checks.engine.runner`), as chainer's
 ``gradient_check.check_backward`` sits over its private helpers.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from checks import _runner
+from checks.engine import runner
 from checks.report import Report
 
 __all__ = ["check_layer", "check_vjp"]
@@ -86,14 +86,14 @@ def check_layer(
     docs/derivation.md, propagated by eqs. (7)-(9), (12)-(14), (18)-(20)). Each numerical
     derivative comes with an error estimate (truncation from the difference of the steps h and
     2h, rounding from the output magnitudes) and each element gets its own tolerance from it;
-    see :mod:`checks.tolerances`.
+    see :mod:`checks.engine.tolerances`.
     Non-differentiable points (ReLU at 0, max-pool ties) are detected from one-sided
-    differences and accepted when the analytic value is a subgradient (:mod:`checks.kinks`).
+    differences and accepted when the analytic value is a subgradient (:mod:`checks.engine.kinks`).
 
     Cost: perturbed copies of ``x`` are stacked along ``batch_axis`` (after a probe shows the
-    samples are independent, :mod:`checks.batching`), and elements whose effects on the output
-    are disjoint (a lattice of ``x`` positions in a conv, parameters along their first axis)
-    share copies, their sources measured by ``log2`` code probes (:mod:`checks.grouping`).
+    samples are independent, :mod:`checks.engine.batching`), and elements whose effects on the
+    output are disjoint (a lattice of ``x`` positions in a conv, parameters along their first axis)
+    share copies, their sources measured by ``log2`` code probes (:mod:`checks.engine.grouping`).
 
     Examples
     --------
@@ -117,7 +117,7 @@ def check_layer(
         Mismatched elements: 6 / 6 (100 %)
         ...
     """
-    return _runner.run_layer(
+    return runner.run_layer(
         layer, x, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol, seed=seed,
         batch_axis=batch_axis, precision=precision,
     )  # fmt: skip
@@ -167,7 +167,7 @@ def check_vjp(
     >>> check_vjp(np.sin, lambda dy, x: (dy * np.cos(x),), np.linspace(0, 1, 5)).ok
     True
     """
-    return _runner.run_vjp(
+    return runner.run_vjp(
         f, vjp, inputs, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol,
         seed=seed, batch_axis=batch_axis, precision=precision,
     )  # fmt: skip

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import cnn_ref
-from checks import GradientMismatchError, check_layer, finite_diff, grouping, tolerances
+from checks import GradientMismatchError, check_layer
+from checks.engine import finite_diff, grouping, tolerances
 from property_tests.meta_tests._tiny_layers import (
     BatchNormLike,
     Planted,
@@ -108,10 +109,10 @@ def test_packed_and_unpacked_evaluations_agree(method):
 
 
 def test_grouped_perturbations_agree_with_one_by_one(monkeypatch):
-    """Elements with disjoint output footprints are perturbed together (checks.grouping);
+    """Elements with disjoint output footprints are perturbed together (checks.engine.grouping);
     the numbers must be those of perturbing them one at a time."""
-    import checks._runner as runner
-    from checks import grouping
+    import checks.engine.runner as runner
+    from checks.engine import grouping
 
     monkeypatch.setattr(grouping, "GROUP_OVERHEAD", 0.0)  # group even where it does not pay
     rng = np.random.default_rng(5)
@@ -167,7 +168,7 @@ def test_a_planted_error_is_caught_inside_a_group():
 
 
 def _packed_run(layer, x):
-    """A :data:`checks.grouping.RunFn` over ``layer.forward`` and ``x`` flattened to
+    """A :data:`checks.engine.grouping.RunFn` over ``layer.forward`` and ``x`` flattened to
     ``(samples, positions)``: all specs are evaluated in one call, with an unperturbed copy."""
     m = x.shape[0]
     xf = x.reshape(m, -1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer
-from checks import coverage as cov
+from checks.engine import coverage as cov
 from property_tests.meta_tests._tiny_layers import Conv, Planted, conv, dense
 
 

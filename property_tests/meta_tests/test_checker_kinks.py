@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer
-from checks import finite_diff as fd
-from checks.kinks import judge_kinks
+from checks.engine import finite_diff as fd
+from checks.engine.kinks import judge_kinks
 from property_tests.meta_tests._tiny_layers import MaxPool2, Planted, ReLU
 
 

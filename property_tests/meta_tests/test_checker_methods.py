@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer, check_vjp
-from checks import finite_diff as fd
+from checks.engine import finite_diff as fd
 from property_tests.meta_tests._tiny_layers import Dense, Planted, conv, dense
 
 

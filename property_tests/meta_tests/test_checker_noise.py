@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import cnn_ref
-from checks import check_layer, finite_diff
-from checks.tolerances import DTYPE_TABLE
+from checks import check_layer
+from checks.engine import finite_diff
+from checks.engine.tolerances import DTYPE_TABLE
 from property_tests.meta_tests._tiny_layers import Conv
 
 EPS32 = float(np.finfo(np.float32).eps)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer
-from checks.tolerances import DTYPE_TABLE, rule_for
+from checks.engine.tolerances import DTYPE_TABLE, rule_for
 from property_tests.meta_tests._tiny_layers import Planted, ScaleReLU, conv, dense, typical_index
 
 

@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from checks import batching, contract, coverage, finite_diff, grouping, kinks, tolerances
-from checks import precision as precision_probe
-from checks.finite_diff import FDResult
+from checks.engine import batching, contract, coverage, finite_diff, grouping, kinks, tolerances
+from checks.engine import precision as precision_probe
+from checks.engine.finite_diff import FDResult
 from checks.report import Report, TensorReport, order_with_ties
 from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 
@@ -796,7 +796,7 @@ def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
 def _complex_refused(exc: BaseException) -> bool:
     """Whether a failure on the complex-step path is the complex values' doing, so that real
     differences may take over: the layer refusing a complex-valued call
-    (:data:`checks.contract.REFUSALS`), or the checker finding the outputs of one unusable
+    (:data:`checks.engine.contract.REFUSALS`), or the checker finding the outputs of one unusable
     (shape, dropped imaginary part). Anything else the layer raises -- and whatever it raises
     on a real-valued call, such as the grouping trials' -- is a contract error, as anywhere."""
     if isinstance(exc, LayerContractError) and exc.__cause__ is not None:  # the layer raised
@@ -868,14 +868,14 @@ def _refine(
     ``h / 4``, ``h / 16`` and ``h / 64``; a piecewise-smooth ``phi`` is smooth on a stencil
     unless a kink sits within it.
 
-    A step's stencil counts as smooth when (i) the kink test (:func:`checks.kinks.judge_kinks`,
-    at or near ``t``) is silent on it and on every finer stencil (a kink inside a finer
+    A step's stencil counts as smooth when (i) the kink test
+    (:func:`checks.engine.kinks.judge_kinks`, at or near ``t``) is silent on it and on every finer stencil (a kink inside a finer
     stencil is inside this one), (ii) ``|D(h) - D(2h)|`` is within ``safety`` roundings of a
     one-sided slope, and (iii) ``right - left`` is 4x the next finer step's, as ``h phi''``
     is, and a quarter of the next coarser step's unless the slopes agree to rounding (several
     kinks can mimic a curvature on one stencil, not on three; a flat stencil shows no kink,
     whatever the coarser one holds outside it). For these tests the rounding of a one-sided
-    slope is its typical size (the root-sum-square of :func:`checks.finite_diff.
+    slope is its typical size (the root-sum-square of :func:`checks.engine.finite_diff.
     numerator_noise`, also for a caller's ``dy``), allowed ``_SMOOTH_SAFETY`` times. A smaller
     noise marks more stencils non-smooth, which is the safe direction: the value then comes
     from a finer step with its own (larger) error estimate. (An earlier version used the

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from checks.finite_diff import FDResult
+from checks.engine.finite_diff import FDResult
 
 __all__ = ["judge_kinks"]
 

@@ -66,7 +66,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from checks import finite_diff
+from checks.engine import finite_diff
 
 __all__ = [
     "axis0_groups",
@@ -203,7 +203,7 @@ def _threshold(base: np.ndarray, y: np.ndarray, eps: float, floor: np.ndarray) -
     ``|y_j|`` alone made every unperturbed output of a copy look moved on one OpenBLAS
     thread, and every group of a float32 ReLU conv fell back. The floor is the rounding
     scale the error estimate already uses for such outputs (``ybar`` in
-    :func:`checks.finite_diff.numerator_noise`); what moves less is charged to the noise.
+    :func:`checks.engine.finite_diff.numerator_noise`); what moves less is charged to the noise.
     """
     return eps * (_ULPS * np.maximum(np.abs(base), np.abs(y)) + _FLOOR_ULPS * floor)
 

@@ -2,7 +2,7 @@
 
 :func:`probe` runs the checks behind ``precision="auto"`` (see :func:`checks.check_layer`);
 the runner then evaluates the numerical side on float64 copies of ``x`` and the parameters
-and judges it with :func:`checks.tolerances.promoted`. A refused probe leaves everything in
+and judges it with :func:`checks.engine.tolerances.promoted`. A refused probe leaves everything in
 the caller's dtypes (differences in float32, as ``precision="native"``).
 """
 
@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from checks import contract, tolerances
+from checks.engine import contract, tolerances
 from checks.report.errors import GradcheckError
 
 __all__ = ["Target", "probe"]
@@ -28,7 +28,7 @@ _PROMOTE_ULPS = 256.0
 
 
 class Target(Protocol):
-    """What the probe needs of the runner's target (``checks._runner._Target``)."""
+    """What the probe needs of the runner's target (``checks.engine.runner._Target``)."""
 
     names: list[str]
 
@@ -64,7 +64,7 @@ def probe(
     kink within the mid step of ``t`` also fails the last probe; the check then stays
     native, which is safe.
 
-    Forward raising on a float64 copy with one of :data:`checks.contract.REFUSALS` (a dtype
+    Forward raising on a float64 copy with one of :data:`checks.engine.contract.REFUSALS` (a dtype
     guard) also keeps the check native; anything else it raises, and anything at all on
     the perturbed copies in the layer's own dtype, propagates as a
     :class:`~checks.report.errors.LayerContractError` (the target back in the caller's dtypes).

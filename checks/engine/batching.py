@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from checks import contract
+from checks.engine import contract
 from checks.report.errors import LayerContractError
 
 __all__ = ["pack_copies", "probe_independence", "unpack_outputs"]
@@ -67,7 +67,7 @@ def probe_independence(
     samples' outputs must not move). ``call`` raising a
     :class:`~checks.report.errors.LayerContractError` on ``x'`` or the swapped ``x`` propagates (the
     layer failed on an ordinary input); on the stack it is a "no" only when the layer refused
-    the batch size (:data:`checks.contract.REFUSALS`).
+    the batch size (:data:`checks.engine.contract.REFUSALS`).
     """
     n = x.shape[batch_axis]
     if y0.ndim <= batch_axis or y0.shape[batch_axis] != n:

@@ -110,7 +110,7 @@ def rule_for(*dtypes: np.dtype) -> DtypeRule:
         if dt.kind != "f":
             continue
         if dt not in DTYPE_TABLE:
-            raise TypeError(f"dtype {dt} has no entry in checks.tolerances.DTYPE_TABLE")
+            raise TypeError(f"dtype {dt} has no entry in checks.engine.tolerances.DTYPE_TABLE")
         r = DTYPE_TABLE[dt]
         if best is None or r.eps > best.eps:
             best = r
