@@ -869,18 +869,19 @@ def _refine(
     unless a kink sits within it.
 
     A step's stencil counts as smooth when (i) the kink test
-    (:func:`checks.engine.kinks.judge_kinks`, at or near ``t``) is silent on it and on every finer stencil (a kink inside a finer
-    stencil is inside this one), (ii) ``|D(h) - D(2h)|`` is within ``safety`` roundings of a
-    one-sided slope, and (iii) ``right - left`` is 4x the next finer step's, as ``h phi''``
-    is, and a quarter of the next coarser step's unless the slopes agree to rounding (several
-    kinks can mimic a curvature on one stencil, not on three; a flat stencil shows no kink,
-    whatever the coarser one holds outside it). For these tests the rounding of a one-sided
-    slope is its typical size (the root-sum-square of :func:`checks.engine.finite_diff.
-    numerator_noise`, also for a caller's ``dy``), allowed ``_SMOOTH_SAFETY`` times. A smaller
-    noise marks more stencils non-smooth, which is the safe direction: the value then comes
-    from a finer step with its own (larger) error estimate. (An earlier version used the
-    worst-case sum, ~30x too large at ~800 outputs, with ad-hoc caps; 3-5 kinks in the h/4
-    stencil then passed for a curvature: seeds 23-25 in test_checker_float32.py.)
+    (:func:`checks.engine.kinks.judge_kinks`, at or near ``t``) is silent on it and on every
+    finer stencil (a kink inside a finer stencil is inside this one), (ii) ``|D(h) - D(2h)|`` is
+    within ``safety`` roundings of a one-sided slope, and (iii) ``right - left`` is 4x the next
+    finer step's, as ``h phi''`` is, and a quarter of the next coarser step's unless the slopes
+    agree to rounding (several kinks can mimic a curvature on one stencil, not on three; a flat
+    stencil shows no kink, whatever the coarser one holds outside it). For these tests the
+    rounding of a one-sided slope is its typical size (the root-sum-square of
+    :func:`checks.engine.finite_diff.numerator_noise`, also for a caller's ``dy``), allowed
+    ``_SMOOTH_SAFETY`` times. A smaller noise marks more stencils non-smooth, which is the safe
+    direction: the value then comes from a finer step with its own (larger) error estimate. (An
+    earlier version used the worst-case sum, ~30x too large at ~800 outputs, with ad-hoc caps;
+    3-5 kinks in the h/4 stencil then passed for a curvature: seeds 23-25 in
+    test_checker_float32.py.)
 
     From the smallest step up, a smooth step is used when it agrees with the finer smooth
     ones (within both tolerances); the coarsest such step wins (least rounding). Where no
