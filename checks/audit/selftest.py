@@ -76,10 +76,9 @@ class SelftestResult:
 
 
 def _check_layer() -> Callable[..., Any]:
-    import checks
+    from checks.doors.api import check_layer
 
-    fn: Callable[..., Any] = checks.check_layer  # type: ignore[attr-defined,unused-ignore]
-    return fn
+    return check_layer
 
 
 def _hints(err: GradcheckError) -> tuple[str, ...]:

@@ -272,7 +272,7 @@ def render_table(report: Any, console: Any) -> None:
 def _run_layer(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape)
     layer = load_target(args.target)
-    from checks import check_layer
+    from checks.doors.api import check_layer
     from checks.report.errors import GradientMismatchError, LayerContractError
 
     out = _console()

@@ -146,14 +146,14 @@ class GradChecker:
     def __call__(self, layer: Any, x: Any, **kwargs: Any) -> Any:
         """Check ``layer`` at ``x`` with :func:`checks.check_layer`; return the Report."""
         __tracebackhide__ = True
-        from checks import check_layer
+        from checks.doors.api import check_layer
 
         return self._run(check_layer, layer, x, **kwargs)
 
     def vjp(self, f: Any, vjp: Any, *inputs: Any, **kwargs: Any) -> Any:
         """Check a function and its vector-Jacobian product with :func:`checks.check_vjp`."""
         __tracebackhide__ = True
-        from checks import check_vjp
+        from checks.doors.api import check_vjp
 
         return self._run(check_vjp, f, vjp, *inputs, **kwargs)
 

@@ -466,7 +466,7 @@ def gradcheck_property(
 
     @given(config=configs, data=st.data())
     def property_test(config: Any, data: st.DataObject) -> None:
-        from checks import check_layer
+        from checks.doors.api import check_layer
 
         layer = factory(config)
         if draw_params:
