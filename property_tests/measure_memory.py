@@ -4,9 +4,16 @@ Not collected by pytest; ``meta_tests/test_checker_memory.py`` asserts the bound
 layer, this measures any of the cases below and, with ``--where``, shows what the check
 held at its largest. Usage::
 
-    python -m property_tests.measure_memory                    # every case, peak ratios
-    python -m property_tests.measure_memory conv32 --where     # + the allocation sites
-    python -m property_tests.measure_memory conv32 --compare before.npz  # numbers unchanged?
+    python -m property_tests.measure_memory                    # the default cases' peaks
+    python -m property_tests.measure_memory conv32 --where     # + where the peak was
+    python -m property_tests.measure_memory conv32 --snapshot  # + what was held there
+    python -m property_tests.measure_memory conv32 --save a.npz    # the reports' numbers
+    python -m property_tests.measure_memory conv32 --compare a.npz # ... the same as saved?
+    python -m property_tests.measure_memory conv32 --time 3    # best of 3, not traced
+
+Run each case in its own process for peaks: a reference cycle freed by the garbage
+collector at a different moment moves the peak (the complex-step probe kept one until this
+was fixed).
 
 The ratio is tracemalloc's peak (numpy's allocations are traced) over the bytes of ``x``,
 ``y``, ``dx``, the parameters and their gradients (:func:`layer_bytes`); tracing starts
