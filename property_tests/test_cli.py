@@ -193,3 +193,31 @@ def test_progress_counts_forward_calls_and_restores_the_method() -> None:
             layer.forward(np.ones((1, 3)))
     assert seen == [16, 20]
     assert "forward" not in vars(layer)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # the layer's tensors after one forward, and the check's budget, do not fit in 1 MB
+        (["--input-shape", "2,2,5,5", "--max-memory", "1MB"], "977 KiB --max-memory"),
+        # x alone would not fit in what the machine has: refused before x is allocated
+        (["--input-shape", "100000,2,1000,1000"], "x and dx take 2.91 TiB"),
+        (["--max-memory", "lots"], "--max-memory: not a size: 'lots'"),
+    ],
+)
+def test_a_check_that_would_not_fit_in_memory_exits_2_with_one_line(
+    args: list[str], message: str, layers_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["layer", f"{layers_file}:good", *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    if "MB" in args:
+        assert "would need about 32 MiB of memory" in lines[0]
+
+
+def test_a_check_that_fits_the_given_memory_runs(layers_file: Path, capsys) -> None:
+    args = ["layer", f"{layers_file}:good", "--input-shape", "2,2,5,5", "--max-memory", "64MiB"]
+    assert main(args) == 0
+    assert "PASS" in capsys.readouterr().out

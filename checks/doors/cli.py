@@ -6,7 +6,10 @@ Subcommands
     Build a layer from ``TARGET`` (``package.module:factory`` or ``path/to/file.py:factory``;
     the factory is called with no arguments, or TARGET may name a layer object directly),
     check it on a seeded random input and print a per-tensor table; on a mismatch also the
-    full failure message with its hints.
+    full failure message with its hints. Before checking, the memory the check needs (the
+    layer's tensors and :func:`checks.engine.memory.budget` of them, ~9x) is compared with the
+    memory available (or ``--max-memory``); when it would not fit, one line says how much
+    it needs and the command exits 2.
 ``audit [--json PATH]``
     The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.audit.derivations``).
 ``selftest``
@@ -185,6 +188,13 @@ def _build_parser() -> _Parser:
     layer.add_argument("--rtol", type=float, default=None, help="override the derived tolerance")
     layer.add_argument("--atol", type=float, default=None, help="override the derived tolerance")
     layer.add_argument("--batch-axis", type=int, default=0)
+    layer.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        default=None,
+        help="memory the check may use, e.g. 2GB or 512MiB (default: what the system reports "
+        "available); refuse (exit 2) when the estimate exceeds it",
+    )
     layer.add_argument("--json", metavar="PATH", default=None, help="write the report as JSON")
     layer.add_argument("--plot", metavar="PATH", default=None, help="write a PNG heatmap")
     layer.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -269,22 +279,58 @@ def render_table(report: Any, console: Any) -> None:
         console.print(f"[red]problem:[/] {problem}")
 
 
+def _memory_limit(text: str | None) -> tuple[int | None, str]:
+    """The bytes a check may use and where that number comes from."""
+    from checks.engine import memory
+
+    if text is not None:
+        try:
+            return memory.parse_bytes(text), "--max-memory"
+        except ValueError as exc:
+            raise UsageError(f"--max-memory: {exc}") from None
+    return memory.available(), "available"
+
+
+def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
+    """Refuse (a UsageError: one line, exit 2) when a check of a layer whose tensors take
+    ``tensors`` bytes would need more than ``limit``."""
+    from checks.engine import memory
+
+    allowed, source = limit
+    need = tensors + memory.budget(tensors)
+    if allowed is not None and need > allowed:
+        raise UsageError(
+            f"the check would need about {memory.format_bytes(need)} of memory ({what} "
+            f"{memory.format_bytes(tensors)}, and up to {memory.FACTOR}x that, at least "
+            f"{memory.format_bytes(memory.FLOOR)}, for the check), {memory.format_bytes(allowed)} "
+            f"{source}; use a smaller --input-shape"
+        )
+
+
 def _run_layer(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape)
+    limit = _memory_limit(args.max_memory)
     layer = load_target(args.target)
     from checks.doors.api import check_layer
+    from checks.engine import memory
     from checks.report.errors import GradientMismatchError, LayerContractError
 
+    # before x exists: x and dx alone (the output and the parameters come after a forward)
+    _fits(2 * int(np.prod(shape)) * np.dtype(args.dtype).itemsize, limit, "x and dx take")
     out = _console()
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal(shape).astype(args.dtype)
     try:
-        layer.forward(x.copy())
+        y = layer.forward(x.copy())
     except Exception as exc:
         raise UsageError(
             f"{args.target} rejected an input of shape {shape} ({args.dtype}): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+    y_like = y if isinstance(y, np.ndarray) else np.asarray(y)
+    _fits(memory.tensor_bytes(x, y_like, layer.params), limit, "the layer's x, y, dx, "
+          "parameters and gradients take")  # fmt: skip
+    del y, y_like
 
     from rich.progress import (
         BarColumn,

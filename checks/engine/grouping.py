@@ -70,6 +70,7 @@ from checks.engine import finite_diff
 
 __all__ = [
     "axis0_groups",
+    "copies",
     "evaluate_groups",
     "lattice_groups",
     "trial_overlaps",
@@ -78,9 +79,10 @@ __all__ = [
 ]
 
 Spec = tuple[np.ndarray, np.ndarray]
-RunFn = Callable[[Sequence[Spec], bool], tuple[np.ndarray, np.ndarray]]
-"""``run(specs, complex) -> (bases (C, M, R), ys (C, M, R))``: one row per spec; ``bases`` is the
-unperturbed output evaluated in the same call as that spec."""
+RunFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+"""``run(specs, complex[, rows]) -> (bases (C, M, R), ys (C, M, R))``: one row per spec;
+``bases`` is the unperturbed output evaluated in the same call as that spec; with ``rows`` (a
+slice) only those samples (``M`` = their number)."""
 
 _FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
            "onesided_noise", "central", "central2")  # fmt: skip
@@ -348,6 +350,8 @@ def evaluate_groups(
     ybar: float,
     max_elements: int,
     dy_random: bool = False,
+    out: dict[str, np.ndarray] | None = None,
+    where: np.ndarray | None = None,
     positions_differ: bool = True,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Finite differences of every group's members, a few groups per forward call.
@@ -357,7 +361,9 @@ def evaluate_groups(
     run : callable
         ``run(specs, complex) -> (bases (C, M, R), ys (C, M, R))`` evaluates copies; each spec
         is ``(positions, values (M, len(positions)))`` perturbing those positions of every
-        sample; ``bases[c]`` is the unperturbed output from the same call.
+        sample; ``bases[c]`` is the unperturbed output from the same call. Called as
+        ``run(specs, complex, rows)`` with a slice of the samples when one group's copies of
+        every sample would exceed ``max_elements``; it then returns ``(C, rows, R)``.
     t : ndarray, shape ``(M, S)``
         The tensor, samples first, positions flattened.
     groups : sequence of int arrays
@@ -368,9 +374,17 @@ def evaluate_groups(
     ybar : float
         Mean ``|y|`` (rounding floor of outputs small by cancellation).
     max_elements : int
-        Output elements per batch of groups (memory bound).
+        Output elements (copies x samples x outputs) held at once (memory bound): groups
+        are batched up to it, and a group that alone exceeds it is evaluated a slice of the
+        samples at a time (the samples are independent: the decoding and the differences of
+        one sample never read another's outputs).
     dy_random : bool
         ``dy`` is the checker's own Gaussian draw (see :func:`finite_diff.numerator_noise`).
+    out : dict of ndarray, optional
+        Fields to fill (arrays ``(M, S')``, the keys of the fields ``kind`` produces) instead
+        of allocating ``(M, S)`` arrays of every field.
+    where : ndarray of int, optional
+        With ``out``: the column of ``out`` of each position.
     positions_differ : bool
         Copies sit at other batch positions than the unperturbed output (packed copies of
         ``x``), so their unperturbed outputs may round differently (see :func:`_threshold`).
@@ -378,31 +392,54 @@ def evaluate_groups(
     Returns
     -------
     fields : dict of ndarray ``(M, S)``
-        NaN outside the evaluated positions.
+        NaN outside the evaluated positions (``out`` when given; there the columns of
+        failed groups are NaN too).
     failed : ndarray of int
         Positions of groups whose footprints overlapped (evaluate them one by one).
     """
     m, s = t.shape
-    out = {f: np.full((m, s), np.nan) for f in _FIELDS}
+    if out is None:
+        out = {f: np.full((m, s), np.nan) for f in _FIELDS}
     failed: list[np.ndarray] = []
     n_st = 1 if kind == "complex" else len(finite_diff.REAL_STENCIL)
-    ady = np.abs(dy)
+    ady_all = np.abs(dy)
     batch: list[tuple[np.ndarray, list[Spec], list[Spec], dict]] = []
     out_per_sample = dy.shape[1]
 
     def flush() -> None:
         if not batch:
             return
+        n_rows = sum(len(r) + len(c) for _, r, c, _ in batch)
+        step = max(1, min(m, max_elements // max(1, n_rows * out_per_sample)))
+        bad = np.zeros(len(batch), dtype=bool)
+        for m0 in range(0, m, step):
+            rows = slice(m0, min(m, m0 + step))
+            bad |= flush_rows(rows, step < m, bad)
+        for gi, (pos, _, _, _) in enumerate(batch):
+            if bad[gi]:
+                failed.append(pos)
+                if step < m:  # an earlier slice of the samples may have been filled
+                    for v in out.values():
+                        v[:, pos if where is None else where[pos]] = np.nan
+        batch.clear()
+
+    def flush_rows(rows: slice, sliced: bool, skip: np.ndarray) -> np.ndarray:
+        """Evaluate the batch on the samples ``rows``; which groups conflict there."""
+        conflicts = np.zeros(len(batch), dtype=bool)
+        dy_r, ady, t_r = dy[rows], ady_all[rows], t[rows]
         real_specs = [sp for _, r, _, _ in batch for sp in r]
-        bases_all, ys_real = run(real_specs, False)
+        args = (rows,) if sliced else ()
+        bases_all, ys_real = run(real_specs, False, *args)
         ys_cplx = None
         if kind == "complex":
-            _, ys_cplx = run([sp for _, _, c, _ in batch for sp in c], True)
+            _, ys_cplx = run([sp for _, _, c, _ in batch for sp in c], True, *args)
         off = 0
         for gi, (pos, r_specs, _, info) in enumerate(batch):
             ys = ys_real[off : off + len(r_specs)].astype(np.float64, copy=False)
             bases = bases_all[off : off + len(r_specs)].astype(np.float64, copy=False)
             off += len(r_specs)
+            if skip[gi]:
+                continue
             g = info["g"]
             src, aff, disc, conflict = _decode(
                 bases, ys, n_st, info["n_bits"], rule.eps, g, info["points"], positions_differ
@@ -413,20 +450,20 @@ def evaluate_groups(
                 if np.any((im != 0) & ~aff):
                     conflict = True
             if conflict:
-                failed.append(pos)
+                conflicts[gi] = True
                 continue
             if kind == "complex":
-                im_num = _scatter_sum(dy * im, src, g)
+                im_num = _scatter_sum(dy_r * im, src, g)
                 abs_num = _scatter_sum(ady * np.abs(im), src, g)
                 assert ys_cplx is not None
                 re = np.where(im != 0, np.abs(ys_cplx[gi].real), 0.0)
                 out_num = _scatter_sum(ady * re, src, g)
                 fd = finite_diff.combine_complex(
-                    im_num, abs_num, info["hc"], rule.eps, out_num, t[:, pos],
+                    im_num, abs_num, info["hc"][rows], rule.eps, out_num, t_r[:, pos],
                     forward_eps=rule.analytic_eps,
                 )  # fmt: skip
             else:
-                r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
+                r = np.stack([_scatter_sum(dy_r * (ys[k] - bases[k]), src, g) for k in range(n_st)])
                 # outputs that moved below the decoding threshold belong to no member: what
                 # they leave out of the numerators is charged to every member of the sample
                 lost = [
@@ -443,21 +480,22 @@ def evaluate_groups(
                 for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
                     mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
                     nz, ty = finite_diff.numerator_noise(
-                        ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random,
+                        ys[a], ys[b], dy_r, ybar, rule.eps, by_source, dy_random=dy_random,
                         resolution=res,
                     )  # fmt: skip
                     extra = (lost[a] + lost[b])[:, None] + 2.0 * misread
                     noises.append(nz + extra)
                     typical.append(ty + extra)
                 fd = finite_diff.combine_real(
-                    r, info["taken"], np.stack(mags), np.stack(noises), method=kind,
+                    r, info["taken"][:, rows], np.stack(mags), np.stack(noises), method=kind,
                     typical_num=np.stack(typical),
                 )  # fmt: skip
+            dest = pos if where is None else where[pos]
             for f in _FIELDS:
                 v = getattr(fd, f)
                 if v is not None:
-                    out[f][:, pos] = v
-        batch.clear()
+                    out[f][rows, dest] = v
+        return conflicts
 
     budget = 0
     for pos in groups:
@@ -481,10 +519,14 @@ def try_periods(
     max_period: int,
     kind: str = "richardson",
     copy_cost: float = 0.0,
+    max_elements: int | None = None,
+    out_per_sample: int = 1,
     positions_differ: bool = True,
 ) -> int | None:
     """The smallest lattice period whose trial group shows disjoint footprints, if any (and
-    only periods whose groups are large enough to be worth it)."""
+    only periods whose groups are large enough to be worth it and, with ``max_elements``,
+    small enough that one sample of a group's copies (:func:`copies`, ``out_per_sample``
+    outputs each) fits in it)."""
     spatial = sample_shape[-min(2, len(sample_shape)) :]
     for p in (2, 3, 4, 5, 6, 8, 12, 16):
         if p > max_period or p >= max(spatial):
@@ -493,19 +535,47 @@ def try_periods(
         trial = max(groups, key=len)
         if not worth_grouping(trial.size, kind, copy_cost):
             break
-        if not trial_overlaps(run, t, trial, rule, positions_differ):
+        if max_elements is not None and copies(trial.size, kind) * out_per_sample > max_elements:
+            continue
+        if not trial_overlaps(run, t, trial, rule, max_elements, out_per_sample, positions_differ):
             return p
     return None
 
 
+def copies(g: int, kind: str) -> int:
+    """Copies (rows of outputs held for decoding) that :func:`evaluate_groups` takes for a
+    group of ``g``: the stencil, the code probes and their complements at every probe point,
+    and for the complex step its complex copy."""
+    n_bits = math.ceil(math.log2(g)) if g > 1 else 0
+    bits = 2 * n_bits * len(_probe_points(kind))
+    return bits + (2 if kind == "complex" else len(finite_diff.REAL_STENCIL))
+
+
 def trial_overlaps(
-    run: RunFn, t: np.ndarray, positions: np.ndarray, rule, positions_differ: bool = True
+    run: RunFn,
+    t: np.ndarray,
+    positions: np.ndarray,
+    rule,
+    max_elements: int | None = None,
+    out_per_sample: int = 1,
+    positions_differ: bool = True,
 ) -> bool:
-    """Whether the footprints of ``positions`` overlap (one +h probe and the code probes)."""
+    """Whether the footprints of ``positions`` overlap (one +h probe and the code probes);
+    a slice of the samples at a time when the copies of every sample (``out_per_sample``
+    outputs each) would exceed ``max_elements``."""
     real, _, info = _specs_for(t, positions, "complex", rule)  # "complex": +h and codes only
-    bases, ys = run(real, False)
-    _, _, _, overlap = _decode(
-        bases.astype(np.float64), ys.astype(np.float64), 1, info["n_bits"], rule.eps,
-        info["g"], positions_differ=positions_differ,
-    )  # fmt: skip
-    return overlap
+    m = t.shape[0]
+    step = m
+    if max_elements is not None:
+        step = max(1, min(m, max_elements // max(1, len(real) * out_per_sample)))
+    for m0 in range(0, m, step):
+        args = (slice(m0, min(m, m0 + step)),) if step < m else ()
+        bases, ys = run(real, False, *args)
+        _, _, _, overlap = _decode(
+            bases.astype(np.float64, copy=False), ys.astype(np.float64, copy=False), 1,
+            info["n_bits"], rule.eps, info["g"], positions_differ=positions_differ,
+        )  # fmt: skip
+        if overlap:
+            return True
+        del bases, ys  # before the next slice's
+    return False

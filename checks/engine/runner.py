@@ -6,6 +6,14 @@ probe sample independence (batching) and complex-step safety (method) per tensor
 coverage; evaluate the numerical gradients; judge every element against its own tolerance,
 accepting subgradients at kinks; build the :class:`~checks.report.Report` and raise when it is
 not ok. The layer's parameters are restored in ``finally`` whatever happens.
+
+Memory: everything the run holds stays within :func:`checks.engine.memory.budget` of the layer's
+tensors (8x, at least 32 MiB). ``_memory`` counts what the run holds outside its numerical
+part; the rest is the scratch (``_scratch``) to which packed forward calls, the outputs
+kept for decoding groups and one-by-one evaluations are cut (``_Chunks``), along the copies
+and along the samples; a grouping whose copies of one sample do not fit is not tried (its
+elements go one by one); result fields are kept for the evaluated elements only until
+they are expanded, and ``_refine`` keeps only its candidates at each step.
 """
 
 from __future__ import annotations
@@ -20,7 +28,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from checks.engine import batching, contract, coverage, finite_diff, grouping, kinks, tolerances
+from checks.engine import (
+    batching,
+    contract,
+    coverage,
+    finite_diff,
+    grouping,
+    kinks,
+    memory,
+    tolerances,
+)
 from checks.engine import precision as precision_probe
 from checks.engine.finite_diff import FDResult
 from checks.report import Report, TensorReport, order_with_ties
@@ -117,7 +134,10 @@ class _Target:
     def eval_element(self, name: str, idx: tuple[Any, ...], v: Any, what: str) -> np.ndarray:
         raise NotImplementedError
 
-    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+    def eval_packed(
+        self, name: str, big: np.ndarray, copies: int, what: str, rows: slice = slice(None)
+    ) -> np.ndarray:
+        """Forward on ``copies`` stacked copies of the samples ``rows`` of tensor ``name``."""
         raise NotImplementedError
 
     def watched(self) -> dict[str, np.ndarray]:
@@ -222,7 +242,9 @@ class _LayerTarget(_Target):
             if name != "x":
                 self.params[self.key[name]] = base  # a forward may rebind the entry
 
-    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+    def eval_packed(
+        self, name: str, big: np.ndarray, copies: int, what: str, rows: slice = slice(None)
+    ) -> np.ndarray:
         return self._forward(big, what)
 
     def _tensors(self) -> dict[str, np.ndarray]:
@@ -319,7 +341,9 @@ class _VjpTarget(_Target):
         finally:
             arr[idx] = old
 
-    def eval_packed(self, name: str, big: np.ndarray, copies: int, what: str) -> np.ndarray:
+    def eval_packed(
+        self, name: str, big: np.ndarray, copies: int, what: str, rows: slice = slice(None)
+    ) -> np.ndarray:
         ba = self.batch_axis
         n = self.value(name).shape[ba]
         args = []
@@ -327,7 +351,8 @@ class _VjpTarget(_Target):
             if k == self.index[name]:
                 args.append(big)
             elif a.ndim > ba and a.shape[ba] == n:
-                args.append(np.concatenate([a] * copies, axis=ba))
+                part = a[(slice(None),) * ba + (rows,)]  # the same samples as big's
+                args.append(np.concatenate([part] * copies, axis=ba))
             else:
                 args.append(a)
         return self._call(args, what)
@@ -377,6 +402,49 @@ class _Ctx:
     packed: set[str] = field(default_factory=set)
     # per tensor: the grouping that passed its trial ("" when none did), found once
     groupings: dict[str, str] = field(default_factory=dict)
+    # working memory (see _memory): the budget, and what the run holds besides its scratch
+    budget: int = 0
+    held: int = 0
+    reports: dict[str, int] = field(default_factory=dict)  # bytes of each tensor's report
+
+
+# the least scratch a numerical evaluation gets when what the run holds already fills the
+# budget (a float32 layer differenced in float64 holds float64 copies of everything): an
+# eighth of the budget, and at least this
+_MIN_SCRATCH = 1 << 20
+
+
+def _memory(
+    ctx: _Ctx, watched: dict[str, np.ndarray], analytic: dict[str, np.ndarray], y: np.ndarray
+) -> None:
+    """Set ``ctx.budget`` (:func:`checks.engine.memory.budget` of the layer's tensors in the
+    caller's dtypes) and what the run holds outside the scratch of its numerical part: the snapshot
+    of the caller's arrays, the working copies (twice when promoted to float64: the probe
+    keeps a copy to compare), the analytic gradients in float64, ``y``, ``dy`` and their
+    float64 copies, what the layer keeps of its last forward (taken as two outputs), and
+    each tensor's report arrays (three float64 and two bool arrays)."""
+    tgt = ctx.target
+    grads = sum(a.size * np.dtype(ctx.dtypes[n]).itemsize for n, a in analytic.items())
+    layer = y.nbytes + grads + sum(v.nbytes for v in watched.values())
+    ctx.budget = memory.budget(layer)
+    working = sum(tgt.value(n).nbytes for n in tgt.names)
+    promoted = ctx.rule.analytic_eps is not None
+    ctx.held = (
+        sum(v.nbytes for v in watched.values())
+        + working * (2 if promoted else 1)
+        + sum(a.nbytes for a in analytic.values())
+        + y.nbytes + ctx.dy.nbytes + 2 * ctx.y0.nbytes
+        + (ctx.y0.nbytes if ctx.y0 is not y else 0)
+        + (ctx.dy64.nbytes if ctx.dy64 is not ctx.dy else 0)
+    )  # fmt: skip
+    ctx.reports = {n: 26 * a.size for n, a in analytic.items()}
+
+
+def _scratch(ctx: _Ctx, name: str, extra: int = 0) -> int:
+    """Bytes the numerical evaluation of ``name`` may hold at once besides ``extra`` (its
+    result fields): the budget less what the run holds and the other tensors' reports."""
+    others = sum(v for n, v in ctx.reports.items() if n != name)
+    return max(_MIN_SCRATCH, ctx.budget // 8, ctx.budget - ctx.held - others - extra)
 
 
 def _reduce(
@@ -447,27 +515,36 @@ def _grouped(
     out: dict[str, np.ndarray],
     how: str,
     copy_cost: float,
+    max_elements: int = _CHUNK_ELEMENTS,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """Evaluate ``cols`` in groups with disjoint footprints where a trial allows; fill ``out``
-    (views of shape (M, S)) and return the positions left for one-by-one evaluation.
-    ``copy_cost``: input elements one copy pushes through forward (plus call overhead)."""
+    (shape (M, S), or (M, S') at the columns ``where`` of the positions) and return the
+    positions left for one-by-one evaluation. ``copy_cost``: input elements one copy pushes
+    through forward (plus call overhead); ``max_elements``: outputs held at once (a grouping
+    whose copies of one sample exceed it is not tried)."""
     if cols.size < _MIN_GROUPED:
         return cols
+    r_out = dym.shape[1]
     key = ctx.groupings.get(f"{name}/{kind}")
     if key is None:
         key = ""
         if how == "lattice" and len(shape) >= 1:
             p = grouping.try_periods(
-                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost
-            )
+                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
+                max_elements, r_out,
+            )  # fmt: skip
             key = f"lattice period {p}" if p else ""
         elif (
             how == "axis0"
             and len(shape) >= 1
             and grouping.worth_grouping(shape[0], kind, copy_cost)
+            and grouping.copies(shape[0], kind) * r_out <= max_elements
         ):
             trial = grouping.axis0_groups(shape)[0]
-            overlap = grouping.trial_overlaps(run, tf, trial, ctx.rule, positions_differ=False)
+            overlap = grouping.trial_overlaps(
+                run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
+            )
             key = "" if overlap else "grouped along axis 0"
         ctx.groupings[f"{name}/{kind}"] = key
     if not key:
@@ -480,119 +557,278 @@ def _grouped(
     wanted[cols] = True
     groups = [g[wanted[g]] for g in groups]
     groups = [g for g in groups if g.size]
-    res, failed = grouping.evaluate_groups(
-        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, _CHUNK_ELEMENTS, ctx.dy_random,
+    _, failed = grouping.evaluate_groups(
+        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
+        out=out, where=where,
         positions_differ=how == "lattice",  # packed copies of x: other batch positions
     )  # fmt: skip
     done = np.zeros(tf.shape[1], dtype=bool)
     for g in groups:
         done[g] = True
     done[failed] = False
-    for f, v in res.items():
-        out[f][:, done] = v[:, done]
     return np.flatnonzero(wanted & ~done)
 
 
-def _fd_packed(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-    """Numerical derivatives of the masked elements of a packable tensor, many per call."""
+# memory (see checks.engine.memory): bytes per output element of a copy kept for decoding a group
+# (its float64 output -- a group has one complex copy at most -- and, when a group's copies
+# take several packed calls, their baselines); float64 rows of temporaries (per sample) of
+# decoding a group and of a one-by-one reduction (_reduce)
+_KEPT_BYTES = {"real": 8, "complex": 10}
+_DECODE_ROWS = 10
+_REDUCE_ROWS = 6
+# full-shape float64 arrays _check_tensor holds while _refine evaluates its candidates
+_JUDGE_ARRAYS = 14
+_COMPLEX_FIELDS = ("value", "error", "magnitude")
+
+
+class _Chunks:
+    """How a tensor's packed (or one-by-one) evaluations are cut to the scratch.
+
+    ``call``: bytes a forward call takes per copy of one sample (its input and two outputs,
+    twice: the layer keeps its last call's until the next one ends). Packed: half the scratch
+    goes to one call, half to the outputs kept for decoding; one by one (``s = 0``), a call
+    is one forward and the rest is kept."""
+
+    def __init__(self, scratch: int, s: int, r_out: int, isz: int, kind: str) -> None:
+        self.scratch = scratch
+        self.packed = s > 0
+        self.s, self.r_out = s, r_out
+        self.call = self.call_bytes(isz)
+        self.kept = _KEPT_BYTES["complex" if kind == "complex" else "real"] + 8 * self.packed
+
+    def call_bytes(self, isz: int) -> int:
+        return 2 * (self.s + 2 * self.r_out) * isz
+
+    def copies_per_call(self, isz: int | None = None) -> int:
+        """Copies of one sample (baselines included) one forward call may hold (of
+        ``isz``-byte elements; by default the kind's)."""
+        call = self.call if isz is None else self.call_bytes(isz)
+        return max(2, (self.scratch // 2) // call)
+
+    def max_elements(self) -> int:
+        """Output elements kept for decoding groups (for grouping.evaluate_groups): what the
+        call and the decoding's temporaries for one sample leave."""
+        room = self.scratch // 2 if self.packed else self.scratch - self.call
+        return max(self.r_out, (room - 8 * _DECODE_ROWS * self.r_out) // self.kept)
+
+
+def _expand(
+    store: dict[str, np.ndarray], flat: np.ndarray, shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Full-shape fields from ``store[f]`` (1-D, the elements at the flat indices ``flat``):
+    NaN elsewhere, and a read-only NaN view for the fields the method does not produce."""
+    out = {}
+    for f in _FD_FIELDS:
+        v = store.pop(f, None)
+        if v is None:
+            out[f] = np.broadcast_to(np.float64(np.nan), shape)
+            continue
+        full = np.full(math.prod(shape), np.nan)
+        full[flat] = v
+        out[f] = full.reshape(shape)
+    return out
+
+
+def _fd_packed(
+    ctx: _Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements of a packable tensor, many per call.
+
+    The fields are kept for the evaluated positions only; forward calls and the outputs kept
+    for decoding groups are cut to :func:`_scratch`, along the copies and, when one copy of
+    the whole batch does not fit, along the samples (which the batching probe showed to be
+    independent). ``compact``: the fields of the masked elements only, 1-D in their C order.
+    """
     tgt, ba = ctx.target, ctx.batch_axis
     x = tgt.value(name)
     xb = np.moveaxis(x, ba, 0)
     n = xb.shape[0]
     xf = np.ascontiguousarray(xb).reshape(n, -1)
     s = xf.shape[1]
-    cols = np.flatnonzero(np.moveaxis(mask, ba, 0).reshape(n, s).any(axis=0))
+    mb = np.moveaxis(mask, ba, 0).reshape(n, s)
+    cols = np.flatnonzero(mb.any(axis=0))
     stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
     k = len(stencil)
     yb_shape = list(ctx.y_shape)
     r_out = math.prod(ctx.y_shape) // n
     y0m = np.moveaxis(ctx.y0, ba, 0).reshape(n, -1)
     dym = np.moveaxis(ctx.dy64, ba, 0).reshape(n, -1)
-    per_pos = max(1, min(_CHUNK_ELEMENTS // max(1, k * n * r_out), _CHUNK_ELEMENTS // (k * n * s)))
-    fields = _FD_FIELDS
-    out = {f: np.full((n, s), np.nan) for f in fields}
+    fields = _COMPLEX_FIELDS if kind == "complex" else _FD_FIELDS
+    out = {f: np.full((n, cols.size), np.nan) for f in fields}
+    where = np.full(s, -1, dtype=np.intp)
+    where[cols] = np.arange(cols.size)
+    held = 8 * n * cols.size * len(fields) + (8 * _JUDGE_ARRAYS * x.size if compact else 0)
+    isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
+    chunks = _Chunks(_scratch(ctx, name, held), s, r_out, isz, kind)
+    splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
 
-    def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
+    def split(m: int, units: int, copies: int, cpc: int) -> tuple[int, int]:
+        """Samples and units (specs, or positions of ``copies`` copies each) per packed
+        call: a baseline and the copies of ``m_call`` samples within ``cpc`` copies of one
+        sample, and within the element budget of a call; the fewest calls, then the most
+        samples per call."""
+        key = (m, units, copies, cpc)
+        if key not in splits:
+            best = (math.inf, 1, 1)
+            for m_call in range(min(m, max(1, cpc // (1 + copies))), 0, -1):
+                cap = min(
+                    _CHUNK_ELEMENTS // max(1, m_call * r_out), _CHUNK_ELEMENTS // (m_call * s)
+                )
+                per = max(1, min(cap // copies, (cpc // m_call - 1) // copies))
+                calls = -(-m // m_call) * -(-units // per)
+                if calls < best[0]:
+                    best = (calls, m_call, per)
+            splits[key] = best[1:]
+        return splits[key]
+
+    # one by one: every copy with its reduction
+    per_cs = chunks.call + _REDUCE_ROWS * r_out * (16 if kind == "complex" else 8)
+    max_cs = max(1 + k, chunks.scratch // per_cs)
+
+    largest = [0]  # bytes of the largest packed input
+
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
         dtype = np.dtype(ctx.rule.complex_dtype) if cplx else x.dtype
+        r0, r1, _ = rows.indices(n)
+        m = r1 - r0
         c_all = len(specs)
-        per_call = max(1, min(_CHUNK_ELEMENTS // max(1, n * r_out), _CHUNK_ELEMENTS // (n * s)))
-        ys = np.empty((c_all, n, r_out), dtype=np.complex128 if cplx else np.float64)
-        bases = np.empty((c_all, n, r_out))
-        for c0 in range(0, c_all, per_call):
-            chunk = specs[c0 : c0 + per_call]
-            big = np.empty((1 + len(chunk), n, s), dtype=dtype)
-            big[:] = xf[None]
-            for i, (pos_i, vals_i) in enumerate(chunk):
-                big[1 + i][:, pos_i] = vals_i
-            copies = big.shape[0]
-            xin = np.moveaxis(big.reshape((copies * n, *xb.shape[1:])), 0, ba)
-            what = f"on {copies} packed copies of {name} (grouped positions)"
-            ybig = tgt.eval_packed(name, xin, copies, what)
-            yb_shape[ba] = copies * n
-            _check_out_shape(ctx, ybig, tuple(yb_shape), what)
-            y = batching.unpack_outputs(ybig, copies, ba)
-            ys[c0 : c0 + len(chunk)] = y[1:]
-            bases[c0 : c0 + len(chunk)] = y[0].real
+        m_call, per_call = split(m, c_all, 1, chunks.copies_per_call(dtype.itemsize))
+        ys = np.empty((c_all, m, r_out), dtype=np.complex128 if cplx else np.float64)
+        # one call per slice of samples: every copy's baseline is the same row, kept once
+        one_call = c_all <= per_call
+        bases = np.empty((m, r_out) if one_call else (c_all, m, r_out))
+        for j0 in range(0, m, m_call):
+            ms = min(m_call, m - j0)
+            sub = slice(r0 + j0, r0 + j0 + ms)
+            for c0 in range(0, c_all, per_call):
+                chunk = specs[c0 : c0 + per_call]
+                big = np.empty((1 + len(chunk), ms, s), dtype=dtype)
+                big[:] = xf[sub][None]
+                for i, (pos_i, vals_i) in enumerate(chunk):
+                    big[1 + i][:, pos_i] = vals_i[sub]
+                copies = big.shape[0]
+                xin = np.moveaxis(big.reshape((copies * ms, *xb.shape[1:])), 0, ba)
+                what = f"on {copies} packed copies of {name} (grouped positions)"
+                ybig = tgt.eval_packed(name, xin, copies, what, sub)
+                largest[0] = max(largest[0], big.nbytes)
+                del big, xin
+                yb_shape[ba] = copies * ms
+                _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+                y = batching.unpack_outputs(ybig, copies, ba)
+                ys[c0 : c0 + len(chunk), j0 : j0 + ms] = y[1:]
+                if one_call:
+                    bases[j0 : j0 + ms] = y[0].real
+                else:
+                    bases[c0 : c0 + len(chunk), j0 : j0 + ms] = y[0].real
+                del ybig, y
+        if one_call:
+            return np.broadcast_to(bases, ys.shape), ys
         return bases, ys
 
-    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice", xf.size)
+    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice", xf.size,
+                    chunks.max_elements(), where)  # fmt: skip
+    m_sub, per_pos = split(n, cols.size, k, max_cs)
     for start in range(0, cols.size, per_pos):
         pos = cols[start : start + per_pos]
         p = pos.size
-        t = xf[:, pos]
-        if kind == "complex":
-            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-            vals = _complex_value(t, h, ctx.rule)[None]
-            dtype = np.dtype(ctx.rule.complex_dtype)
-        else:
-            h = finite_diff.step_sizes(t, ctx.rule.h_central)
-            vals, taken = finite_diff.perturbed_values(t, h, stencil)
-            dtype = x.dtype
-        big = batching.pack_copies(xf, pos, vals, dtype)
-        copies = big.shape[0]
-        xin = np.moveaxis(big.reshape((copies * n, *xb.shape[1:])), 0, ba)
-        what = f"on {copies} packed copies of {name} ({p} positions)"
-        ybig = tgt.eval_packed(name, xin, copies, what)
-        yb_shape[ba] = copies * n
-        _check_out_shape(ctx, ybig, tuple(yb_shape), what)
-        y = batching.unpack_outputs(ybig, copies, ba)
-        if kind == "complex":
-            im, ab, ore = _reduce(
-                y[1:].reshape(p, 1, n, -1), y0m, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random
-            )
-            fd = finite_diff.combine_complex(
-                im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
-            )
-        else:
-            base = y[0].astype(np.float64)
-            r, mag, noise, typ = _reduce(
-                y[1:].reshape(p, k, n, -1), base, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random,
-                finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
-            )  # fmt: skip
-            fd = finite_diff.combine_real(
-                r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1), noise.transpose(0, 2, 1),
-                method=kind, typical_num=typ.transpose(0, 2, 1),
-            )  # fmt: skip
-        for f in fields:
-            v = getattr(fd, f)
-            if v is not None:
-                out[f][:, pos] = v
-    return {f: np.moveaxis(v.reshape(xb.shape), 0, ba) for f, v in out.items()}
+        for m0 in range(0, n, m_sub):
+            rows = slice(m0, min(n, m0 + m_sub))
+            m = rows.stop - m0
+            t = xf[rows, pos]
+            if kind == "complex":
+                h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                vals = _complex_value(t, h, ctx.rule)[None]
+                dtype = np.dtype(ctx.rule.complex_dtype)
+            else:
+                h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                vals, taken = finite_diff.perturbed_values(t, h, stencil)
+                dtype = x.dtype
+            big = batching.pack_copies(xf[rows], pos, vals, dtype)
+            copies = big.shape[0]
+            xin = np.moveaxis(big.reshape((copies * m, *xb.shape[1:])), 0, ba)
+            what = f"on {copies} packed copies of {name} ({p} positions)"
+            ybig = tgt.eval_packed(name, xin, copies, what, rows)
+            largest[0] = max(largest[0], big.nbytes)
+            del big, xin
+            yb_shape[ba] = copies * m
+            _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+            y = batching.unpack_outputs(ybig, copies, ba)
+            if kind == "complex":
+                im, ab, ore = _reduce(
+                    y[1:].reshape(p, 1, m, -1), y0m[rows], dym[rows], ctx.ybar, ctx.rule.eps,
+                    kind, ctx.dy_random,
+                )  # fmt: skip
+                fd = finite_diff.combine_complex(
+                    im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
+                )
+            else:
+                base = y[0].astype(np.float64)
+                r, mag, noise, typ = _reduce(
+                    y[1:].reshape(p, k, m, -1), base, dym[rows], ctx.ybar, ctx.rule.eps, kind,
+                    ctx.dy_random,
+                    finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
+                )  # fmt: skip
+                fd = finite_diff.combine_real(
+                    r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1),
+                    noise.transpose(0, 2, 1), method=kind, typical_num=typ.transpose(0, 2, 1),
+                )  # fmt: skip
+            del ybig, y
+            for f in fields:
+                v = getattr(fd, f)
+                if v is not None:
+                    out[f][rows, where[pos]] = v
+    # a layer keeps its last input and outputs (a cache for backward) until its next call:
+    # when that would not fit beside the judgement's arrays, one forward on the tensor itself
+    kept = largest[0] * (s + 2 * r_out) // max(1, s)
+    if kept > _scratch(ctx, name, 8 * _JUDGE_ARRAYS * x.size):
+        tgt.working_forward(f"on the unperturbed {name} (so that it drops packed copies)")
+    cols = np.flatnonzero(where >= 0)
+    if compact:  # the masked elements, ordered by their flat index in x's own layout
+        sel = mb[:, cols]
+        ii, jj = np.nonzero(sel)
+        multi = list(np.unravel_index(cols[jj], xb.shape[1:]))
+        multi.insert(ba, ii)
+        order = np.argsort(np.ravel_multi_index(tuple(multi), x.shape), kind="stable")
+        return {f: out[f][sel][order] if f in out else np.full(order.size, np.nan)
+                for f in _FD_FIELDS}  # fmt: skip
+    full = {}
+    for f in _FD_FIELDS:
+        v = out.pop(f, None)
+        if v is None:  # not produced by the method: a read-only NaN view, no memory
+            full[f] = np.broadcast_to(np.float64(np.nan), x.shape)
+            continue
+        w = np.full((n, s), np.nan)
+        w[:, cols] = v
+        del v
+        full[f] = np.moveaxis(w.reshape(xb.shape), 0, ba)
+    return full
 
 
-def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-    """Numerical derivatives of the masked elements, one forward call per stencil point."""
+def _fd_elements(
+    ctx: _Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements, one forward call per stencil point
+    (fields kept for the masked elements only; ``compact`` as in :func:`_fd_packed`)."""
     tgt = ctx.target
     t_all = tgt.value(name)
-    idxs = np.argwhere(mask)
     stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
     k = len(stencil)
     y0 = ctx.y0.reshape(1, -1)
     dym = ctx.dy64.reshape(1, -1)
-    fields = _FD_FIELDS
-    out = {f: np.full(t_all.shape, np.nan) for f in fields}
+    fields = _COMPLEX_FIELDS if kind == "complex" else _FD_FIELDS
+    cols = np.flatnonzero(mask.reshape(-1))
+    out = {f: np.full((1, cols.size), np.nan) for f in fields}
+    where = np.full(t_all.size, -1, dtype=np.intp)
+    where[cols] = np.arange(cols.size)
+    held = 8 * cols.size * len(fields) + (8 * _JUDGE_ARRAYS * t_all.size if compact else 0)
+    osz = 16 if kind == "complex" else 8
+    chunks = _Chunks(_scratch(ctx, name, held), 0, y0.shape[1], osz, kind)
 
-    def run(specs: Sequence[grouping.Spec], cplx: bool) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
         ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
         for i, (pos_i, vals_i) in enumerate(specs):
             idx = np.unravel_index(pos_i, t_all.shape)
@@ -602,15 +838,16 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
             ys[i, 0] = y.reshape(-1)
         return np.broadcast_to(y0, ys.shape), ys
 
-    flat_out = {f: v.reshape(1, -1) for f, v in out.items()}
-    cols = np.flatnonzero(mask.reshape(-1))
     call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
     cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
-                    flat_out, "axis0", call_cost)  # fmt: skip
+                    out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)
     left[cols] = True
     idxs = np.argwhere(left.reshape(t_all.shape))
+    left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
     per_group = max(1, min(_ELEMENT_GROUP, _CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
+    per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
+    per_group = max(1, min(per_group, chunks.scratch // per_el))
     for start in range(0, len(idxs), per_group):
         group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
         t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
@@ -642,34 +879,42 @@ def _fd_elements(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str,
             )
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
                                           method=kind, typical_num=typ[:, :, 0])  # fmt: skip
-        rows = tuple(idxs[start : start + per_group].T)
+        del ys
+        dest = where[left_flat[start : start + per_group]]
         for f in fields:
             v = getattr(fd, f)
             if v is not None:
-                # a 0-d tensor has one element and no index arrays to scatter with
-                out[f][rows] = v if t_all.ndim else v.reshape(())
-    return out
+                out[f][0, dest] = v
+    store = {f: v[0] for f, v in out.items()}
+    del out
+    if compact:
+        return {f: store.get(f, np.full(cols.size, np.nan)) for f in _FD_FIELDS}
+    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
 
 
-def _fd(ctx: _Ctx, name: str, mask: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+def _fd(
+    ctx: _Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
     if name in ctx.packed:
-        out = _fd_packed(ctx, name, mask, kind)
+        out = _fd_packed(ctx, name, mask, kind, compact)
     else:
-        out = _fd_elements(ctx, name, mask, kind)
+        out = _fd_elements(ctx, name, mask, kind, compact)
     if kind != "complex":
-        _unresolved(ctx, name, out)
+        _unresolved(ctx, name, out, mask if compact else None)
     return out
 
 
-def _unresolved(ctx: _Ctx, name: str, out: dict[str, np.ndarray]) -> None:
+def _unresolved(
+    ctx: _Ctx, name: str, out: dict[str, np.ndarray], mask: np.ndarray | None = None
+) -> None:
     """Where no output moved at all, the derivative is only known to be below the outputs'
     quantum: set the error estimate to ``eps * sum_j |dy_j y_j| / h`` over every output the
-    element could reach (its sample when packed, else all), since the footprint is unseen."""
+    element could reach (its sample when packed, else all), since the footprint is unseen.
+    ``mask``: ``out`` holds the masked elements only (``_fd``'s ``compact``)."""
     still = (out["magnitude"] == 0) & (out["value"] == 0)
     if not still.any():
         return
     t = ctx.target.value(name)
-    h = finite_diff.step_sizes(t, ctx.rule.h_central)
     w = np.abs(ctx.dy64 * ctx.y0)
     if name in ctx.packed:
         ba = ctx.batch_axis
@@ -679,6 +924,9 @@ def _unresolved(ctx: _Ctx, name: str, out: dict[str, np.ndarray]) -> None:
         q = per_sample.reshape(shape)
     else:
         q = np.array(w.sum())
+    if mask is not None:
+        t, q = t[mask], np.broadcast_to(q, t.shape)[mask]
+    h = finite_diff.step_sizes(t, ctx.rule.h_central)
     bound = ctx.rule.eps * q / h
     out["error"] = np.where(still, np.maximum(out["error"], bound), out["error"])
 
@@ -727,33 +975,46 @@ def _directional_real(
     """Richardson along ``v`` with the table's step divided by ``step_div``: every field of
     :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back)."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
-    t64 = t.astype(np.float64)
+    t64 = t.astype(np.float64, copy=False)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_central * scale / vmax / step_div
-    ys = []
+    stencil = finite_diff.REAL_STENCIL
     rs = []
-    arrs = []
-    for s in finite_diff.REAL_STENCIL:
+
+    def point(s: float) -> np.ndarray:
         arr = (t64 + s * tau * v).astype(t.dtype)
         rs.append(float(np.vdot(g, arr.astype(np.float64) - t64)))
-        arrs.append(arr)
-    if name in ctx.packed:  # the four points as four stacked batches: one call
+        return arr
+
+    yst = np.empty((1, len(stencil), 1, math.prod(ctx.y_shape)))  # (1, 4, 1, R)
+    if name in ctx.packed:  # the four points as four stacked batches: one call, if it fits
         ba = ctx.batch_axis
-        ybig = tgt.eval_packed(name, np.concatenate(arrs, axis=ba), len(arrs), what)
-        yb_shape = list(ctx.y_shape)
-        yb_shape[ba] *= len(arrs)
-        _check_out_shape(ctx, ybig, tuple(yb_shape), what)
-        ys = [np.moveaxis(part, ba, 0).reshape(1, -1) for part in np.split(ybig, len(arrs), ba)]
+        n = max(1, t.shape[ba])
+        held = 8 * (10 * yst.shape[-1] + _JUDGE_ARRAYS * t.size)
+        chunks = _Chunks(_scratch(ctx, name, held), t.size // n, yst.shape[-1] // n,
+                         t.dtype.itemsize, "real")  # fmt: skip
+        per_call = len(stencil) if chunks.copies_per_call() >= len(stencil) * n else 1
+        for k0 in range(0, len(stencil), per_call):
+            pts = stencil[k0 : k0 + per_call]
+            big = point(pts[0]) if len(pts) == 1 else np.concatenate([point(s) for s in pts], ba)
+            ybig = tgt.eval_packed(name, big, len(pts), what)
+            del big
+            yb_shape = list(ctx.y_shape)
+            yb_shape[ba] *= len(pts)
+            _check_out_shape(ctx, ybig, tuple(yb_shape), what)
+            for i, part in enumerate(np.split(ybig, len(pts), ba)):
+                yst[0, k0 + i, 0] = np.moveaxis(part, ba, 0).reshape(-1)
+            del ybig
         y0 = np.moveaxis(ctx.y0, ba, 0).reshape(1, -1)
         dy0 = np.moveaxis(ctx.dy64, ba, 0).reshape(1, -1)
     else:
-        for arr in arrs:
-            y = tgt.eval_replace(name, arr, what)
+        for k, s in enumerate(stencil):
+            y = tgt.eval_replace(name, point(s), what)
             _check_out_shape(ctx, y, ctx.y_shape, what)
-            ys.append(y.reshape(1, -1))
+            yst[0, k, 0] = y.reshape(-1)
+            del y
         y0 = ctx.y0.reshape(1, -1)
         dy0 = ctx.dy64.reshape(1, -1)
-    yst = np.stack(ys)[None]  # (1, 4, 1, R)
     # the forward resolution of a promoted run, per unit of the tensor's scale (as the
     # complex path's f_eps * out * vmax / scale): the width here is 2 s tau = 2 s h scale / vmax
     res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
@@ -782,8 +1043,10 @@ def _complex_ok(ctx: _Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
     except Exception as exc:
         if not _complex_refused(exc):
             raise  # the layer failed, not on account of the complex values
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        return False, f"complex step unusable ({type(cause).__name__})"
+        # the name only: a local holding the cause would keep its traceback's frames (and
+        # their complex copies of the tensors) alive in a reference cycle until gc runs
+        why = type(exc.__cause__ if exc.__cause__ is not None else exc).__name__
+        return False, f"complex step unusable ({why})"
     if not math.isfinite(nc):
         return False, "complex step unusable (non-finite)"
     _, nr, er, mr = _directional(ctx, name, g, v, "real")
@@ -851,7 +1114,8 @@ def _refine(
     Returns
     -------
     chosen : dict
-        ``fd`` with the refined elements replaced by the step chosen for each.
+        ``fd``'s arrays with the refined elements replaced by the step chosen for each (in
+        place: holding a second set of full-shape fields cost ten times the tensor).
     kink_ok : ndarray of bool
         Refined elements that the kink test marks at some step and whose analytic value lies
         between that step's one-sided slopes (within its tolerance).
@@ -901,15 +1165,22 @@ def _refine(
         cand = np.zeros_like(cand)
         cand.flat[keep] = True
     if not cand.any():
-        return {f: v.copy() for f, v in fd.items()}, np.zeros(cand.shape, dtype=bool), cand
+        return dict(fd), np.zeros(cand.shape, dtype=bool), cand
     mags = fd["magnitude"][sel & np.isfinite(fd["magnitude"])]
     floor = float(mags.max()) if mags.size else 0.0
-    levels = [fd]
+    # every level holds the candidates only (1-D, in C order): _choose_step is elementwise
+    levels = [{f: v[cand] for f, v in fd.items()}]
     for s in _REFINE_SCALES:
         # the same run with a smaller step, in the groups found at the table's step
         sub = replace(ctx, rule=replace(ctx.rule, h_central=ctx.rule.h_central / s))
-        levels.append(_fd(sub, name, cand, real))
-    chosen, kink_ok, _, _ = _choose_step(ctx, a, levels, cand, floor)
+        levels.append(_fd(sub, name, cand, real, compact=True))
+    every = np.ones(int(cand.sum()), dtype=bool)
+    chosen_c, kink_c, _, _ = _choose_step(ctx, a[cand], levels, every, floor)
+    chosen = dict(fd)  # the arrays of fd, the candidates overwritten
+    for f, v in chosen_c.items():
+        chosen[f][cand] = v
+    kink_ok = np.zeros(cand.shape, dtype=bool)
+    kink_ok[cand] = kink_c
     return chosen, kink_ok, cand
 
 
@@ -1076,6 +1347,8 @@ def _check_tensor(
     tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(kink_mask)]
     tr.nonfinite["numerical"] = [tuple(int(i) for i in r) for r in np.argwhere(nonfin_num)]
     tr.mismatch = bad | nonfin_num
+    tr.tied = _tied_sets(ctx, name, a, fd, kink_mask, real)
+    del fd  # memory: the projections do not need the fields (ten arrays the tensor's size)
     # projections (the unchecked rest of the tensor)
     proj_kinks = 0
     for _ in range(n_proj):
@@ -1089,7 +1362,6 @@ def _check_tensor(
             "slopes on either side"
         )
     proj_bad = sum(1 for av, nv, pt in tr.projections if not abs(av - nv) <= pt)
-    tr.tied = _tied_sets(ctx, name, a, fd, kink_mask, real)
     _summarise(tr)
     tr.ok = (
         tr.n_mismatched == 0
@@ -1462,7 +1734,7 @@ def _run(
         raise fail(LayerContractError, problem)
     dtypes = {n: str(target.value(n).dtype) for n in target.names}
     # -- precision: a float32 layer's finite differences in float64 when forward allows ----
-    y_num = y.astype(np.float64)
+    y_num = y.astype(np.float64, copy=False)  # no second copy of a float64 output
     least = max((np.dtype(d) for d in (*dtypes.values(), y.dtype)), key=lambda d: np.finfo(d).eps)
     report.precision = f"native {least}"
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
@@ -1477,12 +1749,14 @@ def _run(
             report.precision = f"float64 ({why})"
         else:
             report.precision += f" ({why})"
+    del y2, dy_in, grads  # memory: needed only by the contract checks above
     ctx = _Ctx(
-        target=target, dy=dy, dy64=dy.astype(np.float64), dy_random=dy_random,
+        target=target, dy=dy, dy64=dy.astype(np.float64, copy=False), dy_random=dy_random,
         y0=y_num, y_shape=y.shape,
         ybar=float(np.mean(np.abs(y_num))) if y.size else 0.0, rule=rule,
         rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes,
     )  # fmt: skip
+    _memory(ctx, watched, analytic, y)
     try:
         # -- batching ------------------------------------------------------------------------
         notes = []

@@ -1,0 +1,126 @@
+"""Working memory of a check (:mod:`checks.engine.memory`): the bound, and chunking that changes no
+number.
+
+The peak is measured with ``tracemalloc`` (numpy's allocations are traced), which counts
+bytes, not time: the same on any machine with the same numpy. Before the bound, the default
+check of the conv below peaked at 34x its tensors (6.7x after) (every code probe's outputs of every
+sample held twice, in float64 and complex128, and a fixed 2**21-element chunk).
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cnn_ref
+from checks import check_layer, check_vjp
+from checks.engine import memory
+from checks.engine import runner as _runner
+
+
+def _tensor_bytes(layer: Any, x: np.ndarray) -> int:
+    """``x + y + dx + params + grads`` from one forward and backward."""
+    y = layer.forward(x)
+    dx = layer.backward(np.ones_like(y))
+    p = sum(v.nbytes for v in layer.params.values())
+    return int(x.nbytes + y.nbytes + dx.nbytes + 2 * p)
+
+
+def _peak(fn: Callable[[], Any]) -> tuple[Any, int]:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        out = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, peak
+
+
+def test_a_default_check_of_a_conv_stays_within_eight_times_its_tensors():
+    layer = cnn_ref.Conv2D(16, 16, 3, seed=0)
+    x = np.random.default_rng(0).standard_normal((16, 16, 32, 32))
+    tensors = _tensor_bytes(layer, x)  # 5.8 MiB
+    assert 8 * tensors > memory.FLOOR  # the factor applies, not the floor
+    report, peak = _peak(lambda: check_layer(layer, x))
+    assert report.ok
+    assert peak <= 8 * tensors, f"peak {peak / 2**20:.1f} MiB, {peak / tensors:.1f}x the tensors"
+
+
+def test_a_small_layer_stays_within_the_floor():
+    layer = cnn_ref.Conv2D(3, 4, 3, activation="relu", seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 3, 12, 12))
+    assert 8 * _tensor_bytes(layer, x) < memory.FLOOR
+    report, peak = _peak(lambda: check_layer(layer, x, coverage="full"))
+    assert report.ok
+    assert peak <= memory.FLOOR
+
+
+class _Rows:
+    """Records the sample slices the runner's packed calls were made on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sliced = 0
+        for cls in (_runner._LayerTarget, _runner._VjpTarget):
+            original = cls.eval_packed
+
+            def eval_packed(tgt: Any, name: str, big: Any, copies: int, what: str,
+                            rows: slice = slice(None), _orig: Any = original) -> Any:  # fmt: skip
+                self.sliced += rows != slice(None)
+                return _orig(tgt, name, big, copies, what, rows)
+
+            monkeypatch.setattr(cls, "eval_packed", eval_packed)
+
+
+def _squeeze(monkeypatch: pytest.MonkeyPatch, scratch: int) -> None:
+    """A budget of nothing: every evaluation gets the least scratch, ``scratch`` bytes."""
+    monkeypatch.setattr(memory, "FLOOR", 0)
+    monkeypatch.setattr(memory, "FACTOR", 0)
+    monkeypatch.setattr(_runner, "_MIN_SCRATCH", scratch)
+
+
+def _same_numbers(a: Any, b: Any) -> None:
+    assert a.batching == b.batching  # the same groupings, so the same formulas
+    for p, q in zip(a.tensors, b.tensors, strict=True):
+        for f in ("numerical", "error_estimate", "tol"):
+            np.testing.assert_array_equal(getattr(p, f), getattr(q, f), err_msg=f"{p.name}.{f}")
+        assert p.projections == q.projections and p.kinks == q.kinks and p.ok == q.ok
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson"])
+def test_a_conv_checked_in_small_chunks_gives_the_same_numbers(monkeypatch, method):
+    """Cut along the copies and the samples of the batch: bit for bit the same derivatives,
+    error estimates and tolerances as in calls of every sample at once."""
+    layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
+    x = np.random.default_rng(1).standard_normal((6, 4, 16, 16))
+    whole = check_layer(layer, x, coverage="full", method=method)
+    rows = _Rows(monkeypatch)
+    _squeeze(monkeypatch, 3 << 20)
+    cut = check_layer(layer, x, coverage="full", method=method)
+    assert rows.sliced and cut.n_evals > whole.n_evals
+    _same_numbers(whole, cut)
+
+
+def test_check_vjp_cuts_every_batched_input_along_the_same_samples(monkeypatch):
+    """With two inputs sharing the batch axis, a call on a slice of the samples of one
+    gets the same slice of the other."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((2, 6, 3, 40))
+
+    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.tanh(a) * b
+
+    def vjp(dy: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return dy * b * (1 - np.tanh(a) ** 2), dy * np.tanh(a)
+
+    whole = check_vjp(f, vjp, a, b, coverage="full")
+    rows = _Rows(monkeypatch)
+    _squeeze(monkeypatch, 128 << 10)
+    cut = check_vjp(f, vjp, a, b, coverage="full")
+    assert rows.sliced
+    _same_numbers(whole, cut)
