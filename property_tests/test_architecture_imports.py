@@ -150,7 +150,7 @@ def test_the_rule_sees_what_it_judges() -> None:
     """The parser finds the imports it must judge (a rule that sees nothing passes anything)."""
     graph = _graph()
     assert "checks.report.data" in graph["checks.report.messages"]
-    assert "checks.engine.grouping" in graph["checks.engine.runner"]
+    assert "checks.engine.grouping" in graph["checks.engine.evaluation"]
     assert "checks.report.errors" in graph["checks.engine.contract"]
     assert "pytest" in graph["checks.doors.pytest_plugin"]
     assert _layer("checks.doors.cli") == 4 and _layer("checks.doors.api") == 2

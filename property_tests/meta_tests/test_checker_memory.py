@@ -19,8 +19,7 @@ import pytest
 
 import cnn_ref
 from checks import check_layer, check_vjp
-from checks.engine import memory
-from checks.engine import runner as _runner
+from checks.engine import evaluation, memory, targets
 
 
 def _tensor_bytes(layer: Any, x: np.ndarray) -> int:
@@ -66,7 +65,7 @@ class _Rows:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sliced = 0
-        for cls in (_runner._LayerTarget, _runner._VjpTarget):
+        for cls in (targets.LayerTarget, targets.VjpTarget):
             original = cls.eval_packed
 
             def eval_packed(tgt: Any, name: str, big: Any, copies: int, what: str,
@@ -81,7 +80,7 @@ def _squeeze(monkeypatch: pytest.MonkeyPatch, scratch: int) -> None:
     """A budget of nothing: every evaluation gets the least scratch, ``scratch`` bytes."""
     monkeypatch.setattr(memory, "FLOOR", 0)
     monkeypatch.setattr(memory, "FACTOR", 0)
-    monkeypatch.setattr(_runner, "_MIN_SCRATCH", scratch)
+    monkeypatch.setattr(evaluation, "_MIN_SCRATCH", scratch)
 
 
 def _same_numbers(a: Any, b: Any) -> None:

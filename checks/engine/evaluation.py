@@ -1,0 +1,589 @@
+"""Numerical derivatives of many elements per forward call: the run's context (:class:`Ctx`),
+packed copies along the batch axis, disjoint-footprint groups, and one-by-one evaluation, cut
+to the working-memory budget (:mod:`checks.engine.memory`).
+
+Memory: everything the run holds stays within :func:`checks.engine.memory.budget` of the
+layer's tensors (8x, at least 32 MiB). :func:`account_memory` counts what the run holds
+outside its numerical part; the rest is the scratch (:func:`scratch_bytes`) to which packed
+forward calls, the outputs kept for decoding groups and one-by-one evaluations are cut
+(:class:`Chunks`), along the copies and along the samples; a grouping whose copies of one
+sample do not fit is not tried (its elements go one by one); result fields are kept for the
+evaluated elements only until they are expanded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from checks.engine import (
+    batching,
+    finite_diff,
+    grouping,
+    memory,
+    tolerances,
+)
+from checks.engine.targets import Target, fmt_index
+from checks.report.errors import LayerContractError
+
+# elements of float64 scratch (outputs of packed copies) per reduction chunk
+CHUNK_ELEMENTS = 2**21
+
+FD_FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
+              "onesided_noise", "central", "central2")  # fmt: skip
+
+# elements evaluated one at a time are reduced in groups of this many
+ELEMENT_GROUP = 64
+
+
+@dataclass
+class Ctx:
+    target: Target
+    dy: np.ndarray
+    dy64: np.ndarray
+    dy_random: bool  # dy is the checker's own Gaussian draw (see finite_diff.numerator_noise)
+    y0: np.ndarray  # float64 baseline output
+    y_shape: tuple[int, ...]
+    ybar: float
+    rule: tolerances.DtypeRule
+    rng: np.random.Generator
+    batch_axis: int
+    rtol: float | None
+    atol: float | None
+    dtypes: dict[str, str] = field(default_factory=dict)  # the caller's dtypes, by tensor
+    packed: set[str] = field(default_factory=set)
+    # per tensor: the grouping that passed its trial ("" when none did), found once
+    groupings: dict[str, str] = field(default_factory=dict)
+    # working memory (see account_memory): the budget, and what the run holds besides its scratch
+    budget: int = 0
+    held: int = 0
+    reports: dict[str, int] = field(default_factory=dict)  # bytes of each tensor's report
+
+
+# the least scratch a numerical evaluation gets when what the run holds already fills the
+# budget (a float32 layer differenced in float64 holds float64 copies of everything): an
+# eighth of the budget, and at least this
+_MIN_SCRATCH = 1 << 20
+
+
+def account_memory(
+    ctx: Ctx, watched: dict[str, np.ndarray], analytic: dict[str, np.ndarray], y: np.ndarray
+) -> None:
+    """Set ``ctx.budget`` (:func:`checks.engine.memory.budget` of the layer's tensors in the
+    caller's dtypes) and what the run holds outside the scratch of its numerical part: the snapshot
+    of the caller's arrays, the working copies (twice when promoted to float64: the probe
+    keeps a copy to compare), the analytic gradients in float64, ``y``, ``dy`` and their
+    float64 copies, what the layer keeps of its last forward (taken as two outputs), and
+    each tensor's report arrays (three float64 and two bool arrays)."""
+    tgt = ctx.target
+    grads = sum(a.size * np.dtype(ctx.dtypes[n]).itemsize for n, a in analytic.items())
+    layer = y.nbytes + grads + sum(v.nbytes for v in watched.values())
+    ctx.budget = memory.budget(layer)
+    working = sum(tgt.value(n).nbytes for n in tgt.names)
+    promoted = ctx.rule.analytic_eps is not None
+    ctx.held = (
+        sum(v.nbytes for v in watched.values())
+        + working * (2 if promoted else 1)
+        + sum(a.nbytes for a in analytic.values())
+        + y.nbytes + ctx.dy.nbytes + 2 * ctx.y0.nbytes
+        + (ctx.y0.nbytes if ctx.y0 is not y else 0)
+        + (ctx.dy64.nbytes if ctx.dy64 is not ctx.dy else 0)
+    )  # fmt: skip
+    ctx.reports = {n: 26 * a.size for n, a in analytic.items()}
+
+
+def scratch_bytes(ctx: Ctx, name: str, extra: int = 0) -> int:
+    """Bytes the numerical evaluation of ``name`` may hold at once besides ``extra`` (its
+    result fields): the budget less what the run holds and the other tensors' reports."""
+    others = sum(v for n, v in ctx.reports.items() if n != name)
+    return max(_MIN_SCRATCH, ctx.budget // 8, ctx.budget - ctx.held - others - extra)
+
+
+def reduce_outputs(
+    y: np.ndarray,
+    base: np.ndarray,
+    dy64: np.ndarray,
+    ybar: float,
+    eps: float,
+    kind: str,
+    dy_random: bool = False,
+    resolution: tuple[float, float] = (0.0, 0.0),
+) -> tuple[np.ndarray, ...]:
+    """Reduce outputs ``y`` (P, K, M, R) of perturbed evaluations to the numbers FD needs.
+
+    Returns ``(r (K, P, M), magnitude (2, P, M), noise (2, P, M), typical noise (2, P, M))``
+    (see :func:`finite_diff.numerator_noise`) for real stencils and
+    ``(im (P, M), abs (P, M), |Re y| (P, M))`` for the complex step.
+    """
+    ady = np.abs(dy64)
+    if kind == "complex":
+        im = y[:, 0].imag.astype(np.float64, copy=False)
+        re = np.where(im != 0, np.abs(y[:, 0].real), 0.0)
+        return (
+            np.einsum("pmr,mr->pm", im, dy64),
+            np.einsum("pmr,mr->pm", np.abs(im), ady),
+            np.einsum("pmr,mr->pm", re, ady),
+        )
+    y = y.astype(np.float64, copy=False)
+    r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
+    mags, noises, typical = [], [], []
+    for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
+        ya, yb = y[:, a], y[:, b]
+        mags.append(np.einsum("pmr,mr->pm", np.abs(ya - yb), ady))
+        nz, ty = finite_diff.numerator_noise(
+            ya, yb, dy64, ybar, eps, lambda w: w.sum(axis=-1), dy_random=dy_random, resolution=res
+        )
+        noises.append(nz)
+        typical.append(ty)
+    return r, np.stack(mags), np.stack(noises), np.stack(typical)
+
+
+def check_out_shape(ctx: Ctx, y: np.ndarray, expected: tuple[int, ...], what: str) -> None:
+    if y.shape != expected:
+        raise LayerContractError(
+            f"{ctx.target.layer_name} output shape changed under perturbation: {what} gave "
+            f"{y.shape}, expected {expected}"
+        )
+
+
+def _complex_value(t: np.ndarray, h: np.ndarray, rule: tolerances.DtypeRule) -> np.ndarray:
+    return t.astype(rule.complex_dtype) + 1j * h.astype(rule.complex_dtype)
+
+
+_MIN_GROUPED = 8
+
+# per-call overhead of a small forward, in input elements pushed through it (~30 us)
+_CALL_OVERHEAD = 1000.0
+
+
+def _grouped(
+    ctx: Ctx,
+    name: str,
+    run: grouping.RunFn,
+    tf: np.ndarray,
+    shape: tuple[int, ...],
+    cols: np.ndarray,
+    kind: str,
+    dym: np.ndarray,
+    out: dict[str, np.ndarray],
+    how: str,
+    copy_cost: float,
+    max_elements: int = CHUNK_ELEMENTS,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
+    """Evaluate ``cols`` in groups with disjoint footprints where a trial allows; fill ``out``
+    (shape (M, S), or (M, S') at the columns ``where`` of the positions) and return the
+    positions left for one-by-one evaluation. ``copy_cost``: input elements one copy pushes
+    through forward (plus call overhead); ``max_elements``: outputs held at once (a grouping
+    whose copies of one sample exceed it is not tried)."""
+    if cols.size < _MIN_GROUPED:
+        return cols
+    r_out = dym.shape[1]
+    key = ctx.groupings.get(f"{name}/{kind}")
+    if key is None:
+        key = ""
+        if how == "lattice" and len(shape) >= 1:
+            p = grouping.try_periods(
+                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
+                max_elements, r_out,
+            )  # fmt: skip
+            key = f"lattice period {p}" if p else ""
+        elif (
+            how == "axis0"
+            and len(shape) >= 1
+            and grouping.worth_grouping(shape[0], kind, copy_cost)
+            and grouping.copies(shape[0], kind) * r_out <= max_elements
+        ):
+            trial = grouping.axis0_groups(shape)[0]
+            overlap = grouping.trial_overlaps(
+                run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
+            )
+            key = "" if overlap else "grouped along axis 0"
+        ctx.groupings[f"{name}/{kind}"] = key
+    if not key:
+        return cols
+    if key.startswith("lattice"):
+        groups = grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
+    else:
+        groups = grouping.axis0_groups(tuple(shape))
+    wanted = np.zeros(tf.shape[1], dtype=bool)
+    wanted[cols] = True
+    groups = [g[wanted[g]] for g in groups]
+    groups = [g for g in groups if g.size]
+    _, failed = grouping.evaluate_groups(
+        run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
+        out=out, where=where,
+        positions_differ=how == "lattice",  # packed copies of x: other batch positions
+    )  # fmt: skip
+    done = np.zeros(tf.shape[1], dtype=bool)
+    for g in groups:
+        done[g] = True
+    done[failed] = False
+    return np.flatnonzero(wanted & ~done)
+
+
+# memory (see checks.engine.memory): bytes per output element of a copy kept for decoding a group
+# (its float64 output -- a group has one complex copy at most -- and, when a group's copies
+# take several packed calls, their baselines); float64 rows of temporaries (per sample) of
+# decoding a group and of a one-by-one reduction (reduce_outputs)
+_KEPT_BYTES = {"real": 8, "complex": 10}
+
+_DECODE_ROWS = 10
+
+_REDUCE_ROWS = 6
+
+# full-shape float64 arrays check_tensor holds while refine evaluates its candidates
+JUDGE_ARRAYS = 14
+
+_COMPLEX_FIELDS = ("value", "error", "magnitude")
+
+
+class Chunks:
+    """How a tensor's packed (or one-by-one) evaluations are cut to the scratch.
+
+    ``call``: bytes a forward call takes per copy of one sample (its input and two outputs,
+    twice: the layer keeps its last call's until the next one ends). Packed: half the scratch
+    goes to one call, half to the outputs kept for decoding; one by one (``s = 0``), a call
+    is one forward and the rest is kept."""
+
+    def __init__(self, scratch: int, s: int, r_out: int, isz: int, kind: str) -> None:
+        self.scratch = scratch
+        self.packed = s > 0
+        self.s, self.r_out = s, r_out
+        self.call = self.call_bytes(isz)
+        self.kept = _KEPT_BYTES["complex" if kind == "complex" else "real"] + 8 * self.packed
+
+    def call_bytes(self, isz: int) -> int:
+        return 2 * (self.s + 2 * self.r_out) * isz
+
+    def copies_per_call(self, isz: int | None = None) -> int:
+        """Copies of one sample (baselines included) one forward call may hold (of
+        ``isz``-byte elements; by default the kind's)."""
+        call = self.call if isz is None else self.call_bytes(isz)
+        return max(2, (self.scratch // 2) // call)
+
+    def max_elements(self) -> int:
+        """Output elements kept for decoding groups (for grouping.evaluate_groups): what the
+        call and the decoding's temporaries for one sample leave."""
+        room = self.scratch // 2 if self.packed else self.scratch - self.call
+        return max(self.r_out, (room - 8 * _DECODE_ROWS * self.r_out) // self.kept)
+
+
+def _expand(
+    store: dict[str, np.ndarray], flat: np.ndarray, shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Full-shape fields from ``store[f]`` (1-D, the elements at the flat indices ``flat``):
+    NaN elsewhere, and a read-only NaN view for the fields the method does not produce."""
+    out = {}
+    for f in FD_FIELDS:
+        v = store.pop(f, None)
+        if v is None:
+            out[f] = np.broadcast_to(np.float64(np.nan), shape)
+            continue
+        full = np.full(math.prod(shape), np.nan)
+        full[flat] = v
+        out[f] = full.reshape(shape)
+    return out
+
+
+def _fd_packed(
+    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements of a packable tensor, many per call.
+
+    The fields are kept for the evaluated positions only; forward calls and the outputs kept
+    for decoding groups are cut to :func:`scratch_bytes`, along the copies and, when one copy of
+    the whole batch does not fit, along the samples (which the batching probe showed to be
+    independent). ``compact``: the fields of the masked elements only, 1-D in their C order.
+    """
+    tgt, ba = ctx.target, ctx.batch_axis
+    x = tgt.value(name)
+    xb = np.moveaxis(x, ba, 0)
+    n = xb.shape[0]
+    xf = np.ascontiguousarray(xb).reshape(n, -1)
+    s = xf.shape[1]
+    mb = np.moveaxis(mask, ba, 0).reshape(n, s)
+    cols = np.flatnonzero(mb.any(axis=0))
+    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+    k = len(stencil)
+    yb_shape = list(ctx.y_shape)
+    r_out = math.prod(ctx.y_shape) // n
+    y0m = np.moveaxis(ctx.y0, ba, 0).reshape(n, -1)
+    dym = np.moveaxis(ctx.dy64, ba, 0).reshape(n, -1)
+    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    out = {f: np.full((n, cols.size), np.nan) for f in fields}
+    where = np.full(s, -1, dtype=np.intp)
+    where[cols] = np.arange(cols.size)
+    held = 8 * n * cols.size * len(fields) + (8 * JUDGE_ARRAYS * x.size if compact else 0)
+    isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
+    chunks = Chunks(scratch_bytes(ctx, name, held), s, r_out, isz, kind)
+    splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+
+    def split(m: int, units: int, copies: int, cpc: int) -> tuple[int, int]:
+        """Samples and units (specs, or positions of ``copies`` copies each) per packed
+        call: a baseline and the copies of ``m_call`` samples within ``cpc`` copies of one
+        sample, and within the element budget of a call; the fewest calls, then the most
+        samples per call."""
+        key = (m, units, copies, cpc)
+        if key not in splits:
+            best = (math.inf, 1, 1)
+            for m_call in range(min(m, max(1, cpc // (1 + copies))), 0, -1):
+                cap = min(CHUNK_ELEMENTS // max(1, m_call * r_out), CHUNK_ELEMENTS // (m_call * s))
+                per = max(1, min(cap // copies, (cpc // m_call - 1) // copies))
+                calls = -(-m // m_call) * -(-units // per)
+                if calls < best[0]:
+                    best = (calls, m_call, per)
+            splits[key] = best[1:]
+        return splits[key]
+
+    # one by one: every copy with its reduction
+    per_cs = chunks.call + _REDUCE_ROWS * r_out * (16 if kind == "complex" else 8)
+    max_cs = max(1 + k, chunks.scratch // per_cs)
+
+    largest = [0]  # bytes of the largest packed input
+
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        dtype = np.dtype(ctx.rule.complex_dtype) if cplx else x.dtype
+        r0, r1, _ = rows.indices(n)
+        m = r1 - r0
+        c_all = len(specs)
+        m_call, per_call = split(m, c_all, 1, chunks.copies_per_call(dtype.itemsize))
+        ys = np.empty((c_all, m, r_out), dtype=np.complex128 if cplx else np.float64)
+        # one call per slice of samples: every copy's baseline is the same row, kept once
+        one_call = c_all <= per_call
+        bases = np.empty((m, r_out) if one_call else (c_all, m, r_out))
+        for j0 in range(0, m, m_call):
+            ms = min(m_call, m - j0)
+            sub = slice(r0 + j0, r0 + j0 + ms)
+            for c0 in range(0, c_all, per_call):
+                chunk = specs[c0 : c0 + per_call]
+                big = np.empty((1 + len(chunk), ms, s), dtype=dtype)
+                big[:] = xf[sub][None]
+                for i, (pos_i, vals_i) in enumerate(chunk):
+                    big[1 + i][:, pos_i] = vals_i[sub]
+                copies = big.shape[0]
+                xin = np.moveaxis(big.reshape((copies * ms, *xb.shape[1:])), 0, ba)
+                what = f"on {copies} packed copies of {name} (grouped positions)"
+                ybig = tgt.eval_packed(name, xin, copies, what, sub)
+                largest[0] = max(largest[0], big.nbytes)
+                del big, xin
+                yb_shape[ba] = copies * ms
+                check_out_shape(ctx, ybig, tuple(yb_shape), what)
+                y = batching.unpack_outputs(ybig, copies, ba)
+                ys[c0 : c0 + len(chunk), j0 : j0 + ms] = y[1:]
+                if one_call:
+                    bases[j0 : j0 + ms] = y[0].real
+                else:
+                    bases[c0 : c0 + len(chunk), j0 : j0 + ms] = y[0].real
+                del ybig, y
+        if one_call:
+            return np.broadcast_to(bases, ys.shape), ys
+        return bases, ys
+
+    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice", xf.size,
+                    chunks.max_elements(), where)  # fmt: skip
+    m_sub, per_pos = split(n, cols.size, k, max_cs)
+    for start in range(0, cols.size, per_pos):
+        pos = cols[start : start + per_pos]
+        p = pos.size
+        for m0 in range(0, n, m_sub):
+            rows = slice(m0, min(n, m0 + m_sub))
+            m = rows.stop - m0
+            t = xf[rows, pos]
+            if kind == "complex":
+                h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                vals = _complex_value(t, h, ctx.rule)[None]
+                dtype = np.dtype(ctx.rule.complex_dtype)
+            else:
+                h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                vals, taken = finite_diff.perturbed_values(t, h, stencil)
+                dtype = x.dtype
+            big = batching.pack_copies(xf[rows], pos, vals, dtype)
+            copies = big.shape[0]
+            xin = np.moveaxis(big.reshape((copies * m, *xb.shape[1:])), 0, ba)
+            what = f"on {copies} packed copies of {name} ({p} positions)"
+            ybig = tgt.eval_packed(name, xin, copies, what, rows)
+            largest[0] = max(largest[0], big.nbytes)
+            del big, xin
+            yb_shape[ba] = copies * m
+            check_out_shape(ctx, ybig, tuple(yb_shape), what)
+            y = batching.unpack_outputs(ybig, copies, ba)
+            if kind == "complex":
+                im, ab, ore = reduce_outputs(
+                    y[1:].reshape(p, 1, m, -1), y0m[rows], dym[rows], ctx.ybar, ctx.rule.eps,
+                    kind, ctx.dy_random,
+                )  # fmt: skip
+                fd = finite_diff.combine_complex(
+                    im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
+                )
+            else:
+                base = y[0].astype(np.float64)
+                r, mag, noise, typ = reduce_outputs(
+                    y[1:].reshape(p, k, m, -1), base, dym[rows], ctx.ybar, ctx.rule.eps, kind,
+                    ctx.dy_random,
+                    finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
+                )  # fmt: skip
+                fd = finite_diff.combine_real(
+                    r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1),
+                    noise.transpose(0, 2, 1), method=kind, typical_num=typ.transpose(0, 2, 1),
+                )  # fmt: skip
+            del ybig, y
+            for f in fields:
+                v = getattr(fd, f)
+                if v is not None:
+                    out[f][rows, where[pos]] = v
+    # a layer keeps its last input and outputs (a cache for backward) until its next call:
+    # when that would not fit beside the judgement's arrays, one forward on the tensor itself
+    kept = largest[0] * (s + 2 * r_out) // max(1, s)
+    if kept > scratch_bytes(ctx, name, 8 * JUDGE_ARRAYS * x.size):
+        tgt.working_forward(f"on the unperturbed {name} (so that it drops packed copies)")
+    cols = np.flatnonzero(where >= 0)
+    if compact:  # the masked elements, ordered by their flat index in x's own layout
+        sel = mb[:, cols]
+        ii, jj = np.nonzero(sel)
+        multi = list(np.unravel_index(cols[jj], xb.shape[1:]))
+        multi.insert(ba, ii)
+        order = np.argsort(np.ravel_multi_index(tuple(multi), x.shape), kind="stable")
+        return {f: out[f][sel][order] if f in out else np.full(order.size, np.nan)
+                for f in FD_FIELDS}  # fmt: skip
+    full = {}
+    for f in FD_FIELDS:
+        v = out.pop(f, None)
+        if v is None:  # not produced by the method: a read-only NaN view, no memory
+            full[f] = np.broadcast_to(np.float64(np.nan), x.shape)
+            continue
+        w = np.full((n, s), np.nan)
+        w[:, cols] = v
+        del v
+        full[f] = np.moveaxis(w.reshape(xb.shape), 0, ba)
+    return full
+
+
+def _fd_elements(
+    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements, one forward call per stencil point
+    (fields kept for the masked elements only; ``compact`` as in :func:`_fd_packed`)."""
+    tgt = ctx.target
+    t_all = tgt.value(name)
+    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+    k = len(stencil)
+    y0 = ctx.y0.reshape(1, -1)
+    dym = ctx.dy64.reshape(1, -1)
+    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    cols = np.flatnonzero(mask.reshape(-1))
+    out = {f: np.full((1, cols.size), np.nan) for f in fields}
+    where = np.full(t_all.size, -1, dtype=np.intp)
+    where[cols] = np.arange(cols.size)
+    held = 8 * cols.size * len(fields) + (8 * JUDGE_ARRAYS * t_all.size if compact else 0)
+    osz = 16 if kind == "complex" else 8
+    chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind)
+
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
+        for i, (pos_i, vals_i) in enumerate(specs):
+            idx = np.unravel_index(pos_i, t_all.shape)
+            what = f"while perturbing {pos_i.size} elements of {name} together"
+            y = tgt.eval_element(name, idx, vals_i[0], what)
+            check_out_shape(ctx, y, ctx.y_shape, what)
+            ys[i, 0] = y.reshape(-1)
+        return np.broadcast_to(y0, ys.shape), ys
+
+    call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
+    cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
+                    out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
+    left = np.zeros(t_all.size, dtype=bool)
+    left[cols] = True
+    idxs = np.argwhere(left.reshape(t_all.shape))
+    left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
+    per_group = max(1, min(ELEMENT_GROUP, CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
+    per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
+    per_group = max(1, min(per_group, chunks.scratch // per_el))
+    for start in range(0, len(idxs), per_group):
+        group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
+        t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
+        if kind == "complex":
+            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+            vals = _complex_value(t, h, ctx.rule)[None]
+        else:
+            h = finite_diff.step_sizes(t, ctx.rule.h_central)
+            vals, taken = finite_diff.perturbed_values(t, h, stencil)
+        ys = np.empty(
+            (len(group), k, 1, y0.shape[1]),
+            dtype=np.complex128 if kind == "complex" else np.float64,
+        )
+        for j, idx in enumerate(group):
+            for q in range(k):
+                what = f"while perturbing {fmt_index(name, idx)}"
+                y = tgt.eval_element(name, idx, vals[q, j], what)
+                check_out_shape(ctx, y, ctx.y_shape, what)
+                ys[j, q, 0] = y.reshape(-1)
+        if kind == "complex":
+            im, ab, ore = reduce_outputs(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
+            fd = finite_diff.combine_complex(
+                im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t, forward_eps=ctx.rule.analytic_eps
+            )
+        else:
+            res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
+            r, mag, noise, typ = reduce_outputs(
+                ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random, res
+            )
+            fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
+                                          method=kind, typical_num=typ[:, :, 0])  # fmt: skip
+        del ys
+        dest = where[left_flat[start : start + per_group]]
+        for f in fields:
+            v = getattr(fd, f)
+            if v is not None:
+                out[f][0, dest] = v
+    store = {f: v[0] for f, v in out.items()}
+    del out
+    if compact:
+        return {f: store.get(f, np.full(cols.size, np.nan)) for f in FD_FIELDS}
+    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
+
+
+def finite_differences(
+    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    if name in ctx.packed:
+        out = _fd_packed(ctx, name, mask, kind, compact)
+    else:
+        out = _fd_elements(ctx, name, mask, kind, compact)
+    if kind != "complex":
+        _unresolved(ctx, name, out, mask if compact else None)
+    return out
+
+
+def _unresolved(
+    ctx: Ctx, name: str, out: dict[str, np.ndarray], mask: np.ndarray | None = None
+) -> None:
+    """Where no output moved at all, the derivative is only known to be below the outputs'
+    quantum: set the error estimate to ``eps * sum_j |dy_j y_j| / h`` over every output the
+    element could reach (its sample when packed, else all), since the footprint is unseen.
+    ``mask``: ``out`` holds the masked elements only (``finite_differences``'s ``compact``)."""
+    still = (out["magnitude"] == 0) & (out["value"] == 0)
+    if not still.any():
+        return
+    t = ctx.target.value(name)
+    w = np.abs(ctx.dy64 * ctx.y0)
+    if name in ctx.packed:
+        ba = ctx.batch_axis
+        per_sample = np.moveaxis(w, ba, 0).reshape(w.shape[ba], -1).sum(axis=1)
+        shape = [1] * t.ndim
+        shape[ba] = -1
+        q = per_sample.reshape(shape)
+    else:
+        q = np.array(w.sum())
+    if mask is not None:
+        t, q = t[mask], np.broadcast_to(q, t.shape)[mask]
+    h = finite_diff.step_sizes(t, ctx.rule.h_central)
+    bound = ctx.rule.eps * q / h
+    out["error"] = np.where(still, np.maximum(out["error"], bound), out["error"])
