@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -289,46 +290,47 @@ def _expand(
     return out
 
 
-def _fd_packed(
-    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
-) -> dict[str, np.ndarray]:
-    """Numerical derivatives of the masked elements of a packable tensor, many per call.
+class _Packed:
+    """One packable tensor's evaluation: packed copies of ``x`` stacked along the batch axis,
+    cut to the scratch (:class:`Chunks`) along the copies and, when one copy of the whole
+    batch does not fit, along the samples (which the batching probe showed independent).
+    The fields are kept for the evaluated positions only (``out``, columns ``where``)."""
 
-    The fields are kept for the evaluated positions only; forward calls and the outputs kept
-    for decoding groups are cut to :func:`scratch_bytes`, along the copies and, when one copy of
-    the whole batch does not fit, along the samples (which the batching probe showed to be
-    independent). ``compact``: the fields of the masked elements only, 1-D in their C order.
-    """
-    tgt, ba = ctx.target, ctx.batch_axis
-    x = tgt.value(name)
-    xb = np.moveaxis(x, ba, 0)
-    n = xb.shape[0]
-    xf = np.ascontiguousarray(xb).reshape(n, -1)
-    s = xf.shape[1]
-    mb = np.moveaxis(mask, ba, 0).reshape(n, s)
-    cols = np.flatnonzero(mb.any(axis=0))
-    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
-    k = len(stencil)
-    yb_shape = list(ctx.y_shape)
-    r_out = math.prod(ctx.y_shape) // n
-    y0m = np.moveaxis(ctx.y0, ba, 0).reshape(n, -1)
-    dym = np.moveaxis(ctx.dy64, ba, 0).reshape(n, -1)
-    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
-    out = {f: np.full((n, cols.size), np.nan) for f in fields}
-    where = np.full(s, -1, dtype=np.intp)
-    where[cols] = np.arange(cols.size)
-    held = 8 * n * cols.size * len(fields) + (8 * JUDGE_ARRAYS * x.size if compact else 0)
-    isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
-    chunks = Chunks(scratch_bytes(ctx, name, held), s, r_out, isz, kind)
-    splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    def __init__(self, ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool) -> None:
+        self.ctx, self.name, self.kind = ctx, name, kind
+        self.tgt, self.ba = ctx.target, ctx.batch_axis
+        self.x = x = self.tgt.value(name)
+        self.xb = np.moveaxis(x, self.ba, 0)
+        self.n = n = self.xb.shape[0]
+        self.xf = np.ascontiguousarray(self.xb).reshape(n, -1)
+        self.s = s = self.xf.shape[1]
+        self.mb = np.moveaxis(mask, self.ba, 0).reshape(n, s)
+        self.cols = cols = np.flatnonzero(self.mb.any(axis=0))
+        self.stencil = (
+            finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+        )
+        self.yb_shape = list(ctx.y_shape)
+        self.r_out = math.prod(ctx.y_shape) // n
+        self.y0m = np.moveaxis(ctx.y0, self.ba, 0).reshape(n, -1)
+        self.dym = np.moveaxis(ctx.dy64, self.ba, 0).reshape(n, -1)
+        self.fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+        self.out = {f: np.full((n, cols.size), np.nan) for f in self.fields}
+        self.where = np.full(s, -1, dtype=np.intp)
+        self.where[cols] = np.arange(cols.size)
+        held = 8 * n * cols.size * len(self.fields) + (8 * JUDGE_ARRAYS * x.size if compact else 0)
+        isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
+        self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind)
+        self.splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+        self.largest = 0  # bytes of the largest packed input
 
-    def split(m: int, units: int, copies: int, cpc: int) -> tuple[int, int]:
+    def split(self, m: int, units: int, copies: int, cpc: int) -> tuple[int, int]:
         """Samples and units (specs, or positions of ``copies`` copies each) per packed
         call: a baseline and the copies of ``m_call`` samples within ``cpc`` copies of one
         sample, and within the element budget of a call; the fewest calls, then the most
         samples per call."""
         key = (m, units, copies, cpc)
-        if key not in splits:
+        if key not in self.splits:
+            r_out, s = self.r_out, self.s
             best = (math.inf, 1, 1)
             for m_call in range(min(m, max(1, cpc // (1 + copies))), 0, -1):
                 cap = min(CHUNK_ELEMENTS // max(1, m_call * r_out), CHUNK_ELEMENTS // (m_call * s))
@@ -336,132 +338,163 @@ def _fd_packed(
                 calls = -(-m // m_call) * -(-units // per)
                 if calls < best[0]:
                     best = (calls, m_call, per)
-            splits[key] = best[1:]
-        return splits[key]
+            self.splits[key] = best[1:]
+        return self.splits[key]
 
-    # one by one: every copy with its reduction
-    per_cs = chunks.call + _REDUCE_ROWS * r_out * (16 if kind == "complex" else 8)
-    max_cs = max(1 + k, chunks.scratch // per_cs)
-
-    largest = [0]  # bytes of the largest packed input
+    def call(self, big: np.ndarray, rows: slice, what: str) -> np.ndarray:
+        """Forward on packed copies ``big`` (copies, samples, positions) of the rows' samples;
+        the outputs unpacked to (copies, samples, outputs)."""
+        copies, m = big.shape[:2]
+        xin = np.moveaxis(big.reshape((copies * m, *self.xb.shape[1:])), 0, self.ba)
+        ybig = self.tgt.eval_packed(self.name, xin, copies, what, rows)
+        self.largest = max(self.largest, big.nbytes)
+        del xin
+        self.yb_shape[self.ba] = copies * m
+        check_out_shape(self.ctx, ybig, tuple(self.yb_shape), what)
+        return batching.unpack_outputs(ybig, copies, self.ba)
 
     def run(
-        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+        self, specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
     ) -> tuple[np.ndarray, np.ndarray]:
-        dtype = np.dtype(ctx.rule.complex_dtype) if cplx else x.dtype
-        r0, r1, _ = rows.indices(n)
+        """A :data:`checks.engine.grouping.RunFn`: the copies of ``specs``, every one with the
+        unperturbed baseline of its call."""
+        dtype = np.dtype(self.ctx.rule.complex_dtype) if cplx else self.x.dtype
+        r0, r1, _ = rows.indices(self.n)
         m = r1 - r0
         c_all = len(specs)
-        m_call, per_call = split(m, c_all, 1, chunks.copies_per_call(dtype.itemsize))
-        ys = np.empty((c_all, m, r_out), dtype=np.complex128 if cplx else np.float64)
+        m_call, per_call = self.split(m, c_all, 1, self.chunks.copies_per_call(dtype.itemsize))
+        ys = np.empty((c_all, m, self.r_out), dtype=np.complex128 if cplx else np.float64)
         # one call per slice of samples: every copy's baseline is the same row, kept once
         one_call = c_all <= per_call
-        bases = np.empty((m, r_out) if one_call else (c_all, m, r_out))
+        bases = np.empty((m, self.r_out) if one_call else (c_all, m, self.r_out))
         for j0 in range(0, m, m_call):
             ms = min(m_call, m - j0)
             sub = slice(r0 + j0, r0 + j0 + ms)
             for c0 in range(0, c_all, per_call):
                 chunk = specs[c0 : c0 + per_call]
-                big = np.empty((1 + len(chunk), ms, s), dtype=dtype)
-                big[:] = xf[sub][None]
+                big = np.empty((1 + len(chunk), ms, self.s), dtype=dtype)
+                big[:] = self.xf[sub][None]
                 for i, (pos_i, vals_i) in enumerate(chunk):
                     big[1 + i][:, pos_i] = vals_i[sub]
-                copies = big.shape[0]
-                xin = np.moveaxis(big.reshape((copies * ms, *xb.shape[1:])), 0, ba)
-                what = f"on {copies} packed copies of {name} (grouped positions)"
-                ybig = tgt.eval_packed(name, xin, copies, what, sub)
-                largest[0] = max(largest[0], big.nbytes)
-                del big, xin
-                yb_shape[ba] = copies * ms
-                check_out_shape(ctx, ybig, tuple(yb_shape), what)
-                y = batching.unpack_outputs(ybig, copies, ba)
+                what = f"on {big.shape[0]} packed copies of {self.name} (grouped positions)"
+                y = self.call(big, sub, what)
+                del big
                 ys[c0 : c0 + len(chunk), j0 : j0 + ms] = y[1:]
                 if one_call:
                     bases[j0 : j0 + ms] = y[0].real
                 else:
                     bases[c0 : c0 + len(chunk), j0 : j0 + ms] = y[0].real
-                del ybig, y
+                del y
         if one_call:
             return np.broadcast_to(bases, ys.shape), ys
         return bases, ys
 
-    cols = _grouped(ctx, name, run, xf, xb.shape[1:], cols, kind, dym, out, "lattice", xf.size,
-                    chunks.max_elements(), where)  # fmt: skip
-    m_sub, per_pos = split(n, cols.size, k, max_cs)
-    for start in range(0, cols.size, per_pos):
-        pos = cols[start : start + per_pos]
-        p = pos.size
-        for m0 in range(0, n, m_sub):
-            rows = slice(m0, min(n, m0 + m_sub))
-            m = rows.stop - m0
-            t = xf[rows, pos]
-            if kind == "complex":
-                h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-                vals = _complex_value(t, h, ctx.rule)[None]
-                dtype = np.dtype(ctx.rule.complex_dtype)
-            else:
-                h = finite_diff.step_sizes(t, ctx.rule.h_central)
-                vals, taken = finite_diff.perturbed_values(t, h, stencil)
-                dtype = x.dtype
-            big = batching.pack_copies(xf[rows], pos, vals, dtype)
-            copies = big.shape[0]
-            xin = np.moveaxis(big.reshape((copies * m, *xb.shape[1:])), 0, ba)
-            what = f"on {copies} packed copies of {name} ({p} positions)"
-            ybig = tgt.eval_packed(name, xin, copies, what, rows)
-            largest[0] = max(largest[0], big.nbytes)
-            del big, xin
-            yb_shape[ba] = copies * m
-            check_out_shape(ctx, ybig, tuple(yb_shape), what)
-            y = batching.unpack_outputs(ybig, copies, ba)
-            if kind == "complex":
-                im, ab, ore = reduce_outputs(
-                    y[1:].reshape(p, 1, m, -1), y0m[rows], dym[rows], ctx.ybar, ctx.rule.eps,
-                    kind, ctx.dy_random,
-                )  # fmt: skip
-                fd = finite_diff.combine_complex(
-                    im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
-                )
-            else:
-                base = y[0].astype(np.float64)
-                r, mag, noise, typ = reduce_outputs(
-                    y[1:].reshape(p, k, m, -1), base, dym[rows], ctx.ybar, ctx.rule.eps, kind,
-                    ctx.dy_random,
-                    finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
-                )  # fmt: skip
-                fd = finite_diff.combine_real(
-                    r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1),
-                    noise.transpose(0, 2, 1), method=kind, typical_num=typ.transpose(0, 2, 1),
-                )  # fmt: skip
-            del ybig, y
-            for f in fields:
-                v = getattr(fd, f)
-                if v is not None:
-                    out[f][rows, where[pos]] = v
-    # a layer keeps its last input and outputs (a cache for backward) until its next call:
-    # when that would not fit beside the judgement's arrays, one forward on the tensor itself
-    kept = largest[0] * (s + 2 * r_out) // max(1, s)
-    if kept > scratch_bytes(ctx, name, 8 * JUDGE_ARRAYS * x.size):
-        tgt.working_forward(f"on the unperturbed {name} (so that it drops packed copies)")
-    cols = np.flatnonzero(where >= 0)
-    if compact:  # the masked elements, ordered by their flat index in x's own layout
-        sel = mb[:, cols]
-        ii, jj = np.nonzero(sel)
-        multi = list(np.unravel_index(cols[jj], xb.shape[1:]))
-        multi.insert(ba, ii)
-        order = np.argsort(np.ravel_multi_index(tuple(multi), x.shape), kind="stable")
-        return {f: out[f][sel][order] if f in out else np.full(order.size, np.nan)
-                for f in FD_FIELDS}  # fmt: skip
-    full = {}
-    for f in FD_FIELDS:
-        v = out.pop(f, None)
-        if v is None:  # not produced by the method: a read-only NaN view, no memory
-            full[f] = np.broadcast_to(np.float64(np.nan), x.shape)
-            continue
-        w = np.full((n, s), np.nan)
-        w[:, cols] = v
-        del v
-        full[f] = np.moveaxis(w.reshape(xb.shape), 0, ba)
-    return full
+    def one_by_one(self, cols: np.ndarray) -> None:
+        """Every position of ``cols`` perturbed alone, many positions per packed call."""
+        ctx, kind, stencil = self.ctx, self.kind, self.stencil
+        k = len(stencil)
+        # one by one: every copy with its reduction
+        per_cs = self.chunks.call + _REDUCE_ROWS * self.r_out * (16 if kind == "complex" else 8)
+        max_cs = max(1 + k, self.chunks.scratch // per_cs)
+        m_sub, per_pos = self.split(self.n, cols.size, k, max_cs)
+        for start in range(0, cols.size, per_pos):
+            pos = cols[start : start + per_pos]
+            for m0 in range(0, self.n, m_sub):
+                rows = slice(m0, min(self.n, m0 + m_sub))
+                t = self.xf[rows, pos]
+                if kind == "complex":
+                    h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                    vals = _complex_value(t, h, ctx.rule)[None]
+                    dtype = np.dtype(ctx.rule.complex_dtype)
+                    taken = None
+                else:
+                    h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                    vals, taken = finite_diff.perturbed_values(t, h, stencil)
+                    dtype = self.x.dtype
+                big = batching.pack_copies(self.xf[rows], pos, vals, dtype)
+                what = f"on {big.shape[0]} packed copies of {self.name} ({pos.size} positions)"
+                y = self.call(big, rows, what)
+                del big
+                fd = self._combine(y, rows, t, h, taken)
+                del y
+                for f in self.fields:
+                    v = getattr(fd, f)
+                    if v is not None:
+                        self.out[f][rows, self.where[pos]] = v
+
+    def _combine(
+        self, y: np.ndarray, rows: slice, t: np.ndarray, h: np.ndarray, taken: Any
+    ) -> finite_diff.FDResult:
+        """Finite differences from the outputs ``y`` (1 + copies, samples, outputs) of one
+        one-by-one call: the baseline, then the stencil of each position."""
+        ctx, kind = self.ctx, self.kind
+        p, m, k = t.shape[1], t.shape[0], len(self.stencil)
+        if kind == "complex":
+            im, ab, ore = reduce_outputs(
+                y[1:].reshape(p, 1, m, -1), self.y0m[rows], self.dym[rows], ctx.ybar,
+                ctx.rule.eps, kind, ctx.dy_random,
+            )  # fmt: skip
+            return finite_diff.combine_complex(
+                im.T, ab.T, h, ctx.rule.eps, ore.T, t, forward_eps=ctx.rule.analytic_eps
+            )
+        base = y[0].astype(np.float64)
+        r, mag, noise, typ = reduce_outputs(
+            y[1:].reshape(p, k, m, -1), base, self.dym[rows], ctx.ybar, ctx.rule.eps, kind,
+            ctx.dy_random,
+            finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps),
+        )  # fmt: skip
+        return finite_diff.combine_real(
+            r.transpose(0, 2, 1), taken, mag.transpose(0, 2, 1),
+            noise.transpose(0, 2, 1), method=kind, typical_num=typ.transpose(0, 2, 1),
+        )  # fmt: skip
+
+    def results(self, compact: bool) -> dict[str, np.ndarray]:
+        """The fields in the tensor's shape (NaN where not evaluated), or with ``compact`` of
+        the masked elements only, 1-D in their C order."""
+        x, xb, ba, n, s = self.x, self.xb, self.ba, self.n, self.s
+        # a layer keeps its last input and outputs (a cache for backward) until its next
+        # call: when that would not fit beside the judgement's arrays, one forward on the
+        # tensor itself
+        kept = self.largest * (s + 2 * self.r_out) // max(1, s)
+        if kept > scratch_bytes(self.ctx, self.name, 8 * JUDGE_ARRAYS * x.size):
+            self.tgt.working_forward(
+                f"on the unperturbed {self.name} (so that it drops packed copies)"
+            )
+        cols = np.flatnonzero(self.where >= 0)
+        out = self.out
+        if compact:  # the masked elements, ordered by their flat index in x's own layout
+            sel = self.mb[:, cols]
+            ii, jj = np.nonzero(sel)
+            multi = list(np.unravel_index(cols[jj], xb.shape[1:]))
+            multi.insert(ba, ii)
+            order = np.argsort(np.ravel_multi_index(tuple(multi), x.shape), kind="stable")
+            return {f: out[f][sel][order] if f in out else np.full(order.size, np.nan)
+                    for f in FD_FIELDS}  # fmt: skip
+        full = {}
+        for f in FD_FIELDS:
+            v = out.pop(f, None)
+            if v is None:  # not produced by the method: a read-only NaN view, no memory
+                full[f] = np.broadcast_to(np.float64(np.nan), x.shape)
+                continue
+            w = np.full((n, s), np.nan)
+            w[:, cols] = v
+            del v
+            full[f] = np.moveaxis(w.reshape(xb.shape), 0, ba)
+        return full
+
+
+def _fd_packed(
+    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements of a packable tensor, many per call:
+    disjoint-footprint groups where a trial allows (:func:`_grouped`), the rest one by one
+    (see :class:`_Packed`). ``compact``: the fields of the masked elements only, 1-D in their
+    C order."""
+    pk = _Packed(ctx, name, mask, kind, compact)
+    cols = _grouped(ctx, name, pk.run, pk.xf, pk.xb.shape[1:], pk.cols, kind, pk.dym, pk.out,
+                    "lattice", pk.xf.size, pk.chunks.max_elements(), pk.where)  # fmt: skip
+    pk.one_by_one(cols)
+    return pk.results(compact)
 
 
 def _fd_elements(

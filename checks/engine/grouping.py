@@ -340,6 +340,68 @@ def _scatter_sum(w: np.ndarray, src: np.ndarray, g: int) -> np.ndarray:
     return np.bincount(key, weights=w[ok], minlength=m * g).reshape(m, g)
 
 
+def _complex_fields(
+    yc: np.ndarray,
+    src: np.ndarray,
+    g: int,
+    dy: np.ndarray,
+    ady: np.ndarray,
+    hc: np.ndarray,
+    t: np.ndarray,
+    rule,
+) -> finite_diff.FDResult:
+    """Complex-step fields of a group's members from its complex copy ``yc`` (M, R)."""
+    im = yc.imag.astype(np.float64, copy=False)
+    im_num = _scatter_sum(dy * im, src, g)
+    abs_num = _scatter_sum(ady * np.abs(im), src, g)
+    re = np.where(im != 0, np.abs(yc.real), 0.0)
+    out_num = _scatter_sum(ady * re, src, g)
+    return finite_diff.combine_complex(
+        im_num, abs_num, hc, rule.eps, out_num, t, forward_eps=rule.analytic_eps
+    )
+
+
+def _real_fields(
+    ys: np.ndarray,
+    bases: np.ndarray,
+    src: np.ndarray,
+    aff: np.ndarray,
+    disc: np.ndarray,
+    g: int,
+    taken: np.ndarray,
+    dy: np.ndarray,
+    ybar: float,
+    rule,
+    kind: str,
+    dy_random: bool,
+) -> finite_diff.FDResult:
+    """Real-stencil fields of a group's members from its stencil copies ``ys`` (4, M, R)."""
+    n_st = len(finite_diff.REAL_STENCIL)
+    ady = np.abs(dy)
+    r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
+    # outputs that moved below the decoding threshold belong to no member: what they leave
+    # out of the numerators is charged to every member of the sample
+    lost = [np.sum(np.where(aff, 0.0, ady * np.abs(ys[k] - bases[k])), axis=1) for k in range(n_st)]
+    # and a reading's discrepancy (rounding at other batch positions, a second source below
+    # the threshold) to the member credited with the output, at every stencil point (those
+    # without probes are not observed)
+    misread = _scatter_sum(ady * disc.max(axis=0), src, g)
+    mags, noises, typical = [], [], []
+    by_source = functools.partial(_scatter_sum, src=src, g=g)
+    resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
+    for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
+        mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
+        nz, ty = finite_diff.numerator_noise(
+            ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random, resolution=res
+        )
+        extra = (lost[a] + lost[b])[:, None] + 2.0 * misread
+        noises.append(nz + extra)
+        typical.append(ty + extra)
+    return finite_diff.combine_real(
+        r, taken, np.stack(mags), np.stack(noises), method=kind, typical_num=np.stack(typical)
+    )
+
+
 def evaluate_groups(
     run: RunFn,
     t: np.ndarray,
@@ -453,43 +515,12 @@ def evaluate_groups(
                 conflicts[gi] = True
                 continue
             if kind == "complex":
-                im_num = _scatter_sum(dy_r * im, src, g)
-                abs_num = _scatter_sum(ady * np.abs(im), src, g)
                 assert ys_cplx is not None
-                re = np.where(im != 0, np.abs(ys_cplx[gi].real), 0.0)
-                out_num = _scatter_sum(ady * re, src, g)
-                fd = finite_diff.combine_complex(
-                    im_num, abs_num, info["hc"][rows], rule.eps, out_num, t_r[:, pos],
-                    forward_eps=rule.analytic_eps,
-                )  # fmt: skip
+                fd = _complex_fields(ys_cplx[gi], src, g, dy_r, ady, info["hc"][rows],
+                                     t_r[:, pos], rule)  # fmt: skip
             else:
-                r = np.stack([_scatter_sum(dy_r * (ys[k] - bases[k]), src, g) for k in range(n_st)])
-                # outputs that moved below the decoding threshold belong to no member: what
-                # they leave out of the numerators is charged to every member of the sample
-                lost = [
-                    np.sum(np.where(aff, 0.0, ady * np.abs(ys[k] - bases[k])), axis=1)
-                    for k in range(n_st)
-                ]
-                # and a reading's discrepancy (rounding at other batch positions, a second
-                # source below the threshold) to the member credited with the output, at
-                # every stencil point (those without probes are not observed)
-                misread = _scatter_sum(ady * disc.max(axis=0), src, g)
-                mags, noises, typical = [], [], []
-                by_source = functools.partial(_scatter_sum, src=src, g=g)
-                resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
-                for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
-                    mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
-                    nz, ty = finite_diff.numerator_noise(
-                        ys[a], ys[b], dy_r, ybar, rule.eps, by_source, dy_random=dy_random,
-                        resolution=res,
-                    )  # fmt: skip
-                    extra = (lost[a] + lost[b])[:, None] + 2.0 * misread
-                    noises.append(nz + extra)
-                    typical.append(ty + extra)
-                fd = finite_diff.combine_real(
-                    r, info["taken"][:, rows], np.stack(mags), np.stack(noises), method=kind,
-                    typical_num=np.stack(typical),
-                )  # fmt: skip
+                fd = _real_fields(ys, bases, src, aff, disc, g, info["taken"][:, rows], dy_r,
+                                  ybar, rule, kind, dy_random)  # fmt: skip
             dest = pos if where is None else where[pos]
             for f in _FIELDS:
                 v = getattr(fd, f)

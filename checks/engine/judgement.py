@@ -318,19 +318,7 @@ def check_tensor(
     tr.mismatch = bad | nonfin_num
     tr.tied = _tied_sets(ctx, name, a, fd, kink_mask, real)
     del fd  # memory: the projections do not need the fields (ten arrays the tensor's size)
-    # projections (the unchecked rest of the tensor)
-    proj_kinks = 0
-    for _ in range(n_proj):
-        v = ctx.rng.standard_normal(t.shape)
-        av, nv, ptol, at_kink = _projection(ctx, name, a, v, kind)
-        tr.projections.append((av, nv, ptol))
-        proj_kinks += at_kink
-    if proj_kinks:
-        tr.tolerance_rule += (
-            f"; {proj_kinks} projection(s) crossed kinks at every step: tolerance spans the "
-            "slopes on either side"
-        )
-    proj_bad = sum(1 for av, nv, pt in tr.projections if not abs(av - nv) <= pt)
+    proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind)
     _summarise(tr)
     tr.ok = (
         tr.n_mismatched == 0
@@ -341,6 +329,25 @@ def check_tensor(
     if method_note and method_note not in tr.tolerance_rule:
         tr.tolerance_rule += f"; {method_note}"
     return tr
+
+
+def _project_rest(
+    ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, n_proj: int, kind: str
+) -> int:
+    """Random projections of the tensor (its unchecked rest) into ``tr.projections``; the
+    number that failed."""
+    proj_kinks = 0
+    for _ in range(n_proj):
+        v = ctx.rng.standard_normal(a.shape)
+        av, nv, ptol, at_kink = _projection(ctx, name, a, v, kind)
+        tr.projections.append((av, nv, ptol))
+        proj_kinks += at_kink
+    if proj_kinks:
+        tr.tolerance_rule += (
+            f"; {proj_kinks} projection(s) crossed kinks at every step: tolerance spans the "
+            "slopes on either side"
+        )
+    return sum(1 for av, nv, pt in tr.projections if not abs(av - nv) <= pt)
 
 
 def _tied_sets(
