@@ -22,8 +22,9 @@ moves both but not in that ratio, so
   smooth ``phi`` the ratio is ``O(h^2 phi'''' / phi'')``, whatever the noise)
 
 also marks the element.
-The runner first re-evaluates suspect elements with smaller steps (see ``_runner._refine``),
-so this fallback decides only where the kink stays within the smallest stencil.
+The runner first re-evaluates suspect elements with smaller steps (see
+:func:`checks.engine.judgement.refine`), so this fallback decides only where the kink stays
+within the smallest stencil.
 
 At such a point the analytic value is accepted when it lies in the interval spanned by the
 one-sided slopes (at h and 2h), widened by the element's tolerance: any value in

@@ -11,11 +11,12 @@ checker makes -- is meant to stay within :func:`budget`, ``max(FACTOR * tensors,
 conv allocates a 4 MiB im2col buffer per call, and with a 16 MiB floor the test suite's
 8 -> 8 map conv on x (8, 8, 32, 32) took 1025 forward calls instead of 135 (283 at 32 MiB).
 
-How the runner (:mod:`checks._runner`) keeps to it: ``_memory`` counts what the run holds
+How the runner (:mod:`checks.engine.runner`) keeps to it: ``account_memory`` (in
+:mod:`checks.engine.evaluation`) counts what the run holds
 outside its numerical part (about three copies of the inputs and two of the outputs, more
 when a float32 layer is differenced in float64); the rest of the budget is the scratch of
 the numerical part. Packed forward calls, the outputs kept for decoding a group
-(:mod:`checks.grouping`) and one-by-one evaluations are cut to it, along the copies and,
+(:mod:`checks.engine.grouping`) and one-by-one evaluations are cut to it, along the copies and,
 when one copy of the whole batch does not fit, along the samples (which the batching probe
 showed to be independent: the numbers are the same bit for bit). A grouping whose copies
 of one sample do not fit is not tried; its elements are then evaluated one by one (or in
