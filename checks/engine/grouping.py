@@ -270,6 +270,7 @@ def _read_sources(
     aff = np.abs(d_full) > thr
     src = np.zeros(base.shape, dtype=np.int64)
     disc = np.zeros(base.shape)
+    scratch = np.empty(base.shape)
     for b in range(n_bits):
         d_b = code_ys[b] - code_bases[b]
         d_c = code_ys[n_bits + b] - code_bases[n_bits + b]
@@ -287,8 +288,12 @@ def _read_sources(
             return src, aff, disc, True
         src |= (on & aff).astype(np.int64) << b
         for d, o in ((d_b, on), (d_c, on_c)):
-            disc = np.maximum(disc, np.where(o, np.abs(d - d_full), np.abs(d)))
-    disc = np.where(aff, disc, 0.0)
+            # in place: these arrays are the size of a group's outputs (memory budget)
+            np.subtract(d, d_full, out=scratch)
+            np.abs(scratch, out=scratch)
+            np.copyto(scratch, np.abs(d), where=~o)
+            np.maximum(disc, scratch, out=disc)
+    disc[~aff] = 0.0
     return src, aff, disc, bool(np.any(aff & (src >= g)))
 
 
@@ -302,9 +307,9 @@ def _decode(
     points: Sequence[int] = (0,),
     positions_differ: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Sources of every output (``-1``: none), which outputs have one, the discrepancy of
-    each reading per stencil point (``(n_stencil, M, R)``, see :func:`_read_sources`; zero
-    at points without probes), and whether the footprints overlap.
+    """Sources of every output (``-1``: none), which outputs have one, the largest discrepancy
+    of a reading at any probe point (``(M, R)``, see :func:`_read_sources`), and whether the
+    footprints overlap.
 
     ``points`` are the stencil indices whose step the code probes used, in the order of the
     probes after the ``n_stencil`` stencil rows. An output's source is read at every point
@@ -313,18 +318,20 @@ def _decode(
     """
     src = np.full(bases.shape[1:], -1, dtype=np.int64)
     attributed = np.zeros(bases.shape[1:], dtype=bool)
-    disc = np.zeros((n_stencil, *bases.shape[1:]))
+    disc = np.zeros(bases.shape[1:])
     floor = _floor(bases[0], positions_differ)
     per = 2 * n_bits
     for i, k in enumerate(points):
         rows = slice(n_stencil + i * per, n_stencil + (i + 1) * per)
-        src_k, aff_k, disc[k], conflict = _read_sources(
+        src_k, aff_k, disc_k, conflict = _read_sources(
             bases[k], ys[k], bases[rows], ys[rows], eps, g, floor
         )
         if conflict or np.any(aff_k & attributed & (src_k != src)):
             return src, attributed, disc, True
         src = np.where(aff_k, src_k, src)
         attributed |= aff_k
+        np.maximum(disc, disc_k, out=disc)
+        del disc_k
     for k in range(n_stencil):
         if np.any(_moved(bases[k], ys[k], eps, floor) & ~attributed):
             return src, attributed, disc, True
@@ -385,7 +392,7 @@ def _real_fields(
     # and a reading's discrepancy (rounding at other batch positions, a second source below
     # the threshold) to the member credited with the output, at every stencil point (those
     # without probes are not observed)
-    misread = _scatter_sum(ady * disc.max(axis=0), src, g)
+    misread = _scatter_sum(ady * disc, src, g)
     mags, noises, typical = [], [], []
     by_source = functools.partial(_scatter_sum, src=src, g=g)
     resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
