@@ -62,6 +62,9 @@ def test_planted_batch_mean_bias_bug_is_caught_with_its_factor() -> None:
     failing = [t.name for t in info.value.report.tensors if not t.ok]
     assert failing == ["b"]
     assert "1/5" in str(info.value)
+    # the failure names the wrapped forward function, not the adapter class
+    assert str(info.value).startswith("Gradient check failed: affine_forward, tensor b")
+    assert info.value.report.reproduce.startswith("check_layer(affine_forward, ")
 
 
 def test_backward_returning_the_wrong_number_of_arrays_is_named() -> None:
@@ -124,6 +127,7 @@ def test_planted_flipped_kernel_gradient_in_an_nhwc_layer_gets_the_rot180_hint()
     with pytest.raises(GradientMismatchError, match=r"rot180") as info:
         check_layer(layer, x)
     assert [t.name for t in info.value.report.tensors if not t.ok] == ["K"]
+    assert info.value.report.layer_name == "NHWCConv2D"  # what LayerAdapter wraps
 
 
 def test_accumulates_zeroes_the_gradients_before_each_backward() -> None:

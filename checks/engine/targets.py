@@ -117,7 +117,9 @@ class LayerTarget(Target):
 
     def __init__(self, layer: Any, x: np.ndarray) -> None:
         self.layer = layer
-        self.layer_name = type(layer).__name__
+        # an adapter names what it wraps (LayerAdapter(Foo) is reported as Foo)
+        name = getattr(layer, "__name__", None)
+        self.layer_name = name if isinstance(name, str) and name else type(layer).__name__
         self.entry = "check_layer"
         self.xw = x.copy()  # the input every call sees (never the caller's array)
         self.params: dict[str, np.ndarray] = layer.params
