@@ -221,3 +221,20 @@ def test_a_check_that_fits_the_given_memory_runs(layers_file: Path, capsys) -> N
     args = ["layer", f"{layers_file}:good", "--input-shape", "2,2,5,5", "--max-memory", "64MiB"]
     assert main(args) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_the_dtype_of_x_follows_the_layers_parameters(tmp_path: Path, capsys) -> None:
+    """Without --dtype a float32 layer was checked with float64 x (a different layer from the
+    one the user runs); now x takes the parameters' dtype, and --dtype still overrides."""
+    path = tmp_path / "f32_layers.py"
+    path.write_text(
+        "import numpy as np\nimport cnn_ref\n\n\n"
+        "def conv32():\n    return cnn_ref.Conv2D(2, 3, 2, seed=0, dtype=np.float32)\n"
+    )
+    for extra, expected in (([], "float32"), (["--dtype", "float64"], "float64")):
+        report = tmp_path / f"r{len(extra)}.json"
+        args = ["layer", f"{path}:conv32", "--input-shape", "2,2,5,5", "--json", str(report)]
+        assert main([*args, *extra]) == 0
+        doc = json.loads(report.read_text())
+        assert doc["tensors"][0]["name"] == "x" and doc["tensors"][0]["dtype"] == expected
+    capsys.readouterr()

@@ -175,7 +175,12 @@ def _build_parser() -> _Parser:
         default="2,3,8,8",
         help="shape of x, comma-separated (default 2,3,8,8)",
     )
-    layer.add_argument("--dtype", choices=DTYPES, default="float64")
+    layer.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="dtype of x (default: the layer's parameters' dtype, float64 without parameters)",
+    )
     layer.add_argument("--method", choices=METHODS, default="auto")
     layer.add_argument("--coverage", choices=COVERAGES, default="auto")
     layer.add_argument(
@@ -307,6 +312,22 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
         )
 
 
+def infer_dtype(layer: Any) -> str:
+    """The dtype for ``x`` when ``--dtype`` is not given: the layer's floating parameters'
+    (the widest if they differ), float64 for a layer without any (a float32 layer checked
+    with float64 ``x`` would not be the layer the user runs)."""
+    params = getattr(layer, "params", None)
+    dtypes = [
+        np.dtype(v.dtype)
+        for v in (params.values() if isinstance(params, dict) else ())
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+    ]
+    if not dtypes:
+        return "float64"
+    name = str(np.result_type(*dtypes))
+    return name if name in DTYPES else "float64"
+
+
 def _run_layer(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape)
     limit = _memory_limit(args.max_memory)
@@ -315,6 +336,8 @@ def _run_layer(args: argparse.Namespace) -> int:
     from checks.engine import memory
     from checks.report.errors import GradientMismatchError, LayerContractError
 
+    if args.dtype is None:
+        args.dtype = infer_dtype(layer)
     # before x exists: x and dx alone (the output and the parameters come after a forward)
     _fits(2 * int(np.prod(shape)) * np.dtype(args.dtype).itemsize, limit, "x and dx take")
     out = _console()
