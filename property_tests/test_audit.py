@@ -103,3 +103,27 @@ def test_markdown_names_the_wrong_equations(rows):
     assert text.startswith("## What the derivation gets right and wrong")
     assert "Eq. (18), conv" in text and "Eq. (10/11), mean" in text
     assert "Eq. (14), conv**" not in text  # (14) is right for true convolution
+
+
+def test_tables_wrap_notes_and_hints_instead_of_cutting_them(rows):
+    """On an 80-column console (a piped CI log) the audit's notes and the self-test's hints
+    were cut with an ellipsis; they wrap now, and every word is printed."""
+    from checks.audit.derivations import render
+    from checks.audit.selftest import CaseResult, SelftestResult
+    from checks.audit.selftest import render as render_selftest
+
+    console = Console(record=True, width=80)
+    render(rows, console)
+    hint = (
+        "Hint: K: analytic = rot180(numerical) over the last two axes -- the kernel gradient "
+        "is not flipped: eq. (14) is rot180(conv2(A_j, rot180(delta_i), 'valid'))"
+    )
+    case = CaseResult("dK_not_flipped", "mutant", "rot180 forgotten", "GradientMismatchError",
+                      "GradientMismatchError", (hint,), "rot180", True, 0.1)  # fmt: skip
+    render_selftest(SelftestResult([case]), console)
+    text = console.export_text()
+    assert "…" not in text
+    words = " ".join(text.replace("│", " ").split())
+    longest = max((r.note for r in rows), key=len)
+    for word in [*longest.split()[-3:], "'valid'))"]:
+        assert word in words

@@ -210,9 +210,8 @@ def render(rows: Sequence[AuditRow], console: Any) -> None:
     table.add_column("form", no_wrap=True)
     table.add_column("holds", justify="center", no_wrap=True)
     table.add_column("max rel err", justify="right", no_wrap=True)
-    # the short columns keep their width; the claim is cut with an ellipsis to fit one line
-    width = int(getattr(console, "width", 120) or 120)
-    table.add_column("claim -- note", overflow="ellipsis", no_wrap=True, width=max(20, width - 68))
+    # the short columns keep their width; the claim wraps (never cut: the note is the finding)
+    table.add_column("claim -- note", overflow="fold", ratio=1)
     for group in _groups(rows):
         r = group[0]
         variants = "/".join(g.variant for g in group)

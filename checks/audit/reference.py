@@ -243,10 +243,9 @@ def render_layers(results: list[LayerResult], console: Any) -> None:
     table = Table(
         title="Reference layers through the checker (float64)", header_style="bold", pad_edge=False
     )
-    width = int(getattr(console, "width", 120) or 120)
     table.add_column("layer", style="bold", no_wrap=True)
-    # the config is the one column cut (with an ellipsis) on a narrow console
-    table.add_column("config", no_wrap=True, overflow="ellipsis", width=max(8, width - 90))
+    # the config wraps on a narrow console (never cut)
+    table.add_column("config", overflow="fold", ratio=1)
     table.add_column("tensors checked", no_wrap=True)
     table.add_column("max rel err", justify="right", no_wrap=True)
     table.add_column("method", no_wrap=True)
@@ -255,7 +254,7 @@ def render_layers(results: list[LayerResult], console: Any) -> None:
         table.add_row(
             r.layer,
             r.config,
-            r.checked or r.message[:60],
+            r.checked or r.message,
             f"{r.max_rel_err:.1e}",
             r.method if r.coverage in ("full", "?") else f"{r.method}/{r.coverage}",
             "[green]yes[/]" if r.ok else "[bold red]NO[/]",

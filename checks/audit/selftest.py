@@ -243,10 +243,6 @@ def run_selftest(*, sensitivity: bool = True, seed: int = 0) -> SelftestResult:
 # --------------------------------------------------------------------------- output
 
 
-def _short(text: str, n: int = 70) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def render(result: SelftestResult, console: Any) -> None:
     """Print the case table and the detection thresholds."""
     from rich.table import Table
@@ -254,9 +250,9 @@ def render(result: SelftestResult, console: Any) -> None:
     table = Table(title="Checker self-test", header_style="bold", pad_edge=False)
     table.add_column("case", style="bold", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("exception", no_wrap=True)
-    width = int(getattr(console, "width", 120) or 120)
-    table.add_column("hint", no_wrap=True, overflow="ellipsis", width=max(16, width - 78))
+    # the outcome and the hint wrap (never cut: a cut hint reads as another hint)
+    table.add_column("exception", overflow="fold", ratio=1)
+    table.add_column("hint", overflow="fold", ratio=3)
     for c in result.cases:
         if c.kind == "mutant":
             verdict = (
@@ -272,8 +268,8 @@ def render(result: SelftestResult, console: Any) -> None:
         table.add_row(
             c.name,
             f"[{colour}]{verdict}[/]",
-            _short(c.outcome, 40),
-            _short(hint.replace("Hint:", "").strip()),
+            c.outcome,
+            hint.replace("Hint:", "").strip(),
         )
     console.print(table)
     if result.thresholds:
