@@ -78,3 +78,23 @@ def test_missing_matplotlib_names_the_plot_extra(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"'plot' extra"):
         plot_report(report, tmp_path / "never.png")
+
+
+def test_a_long_layer_name_fits_the_picture(tmp_path, monkeypatch) -> None:
+    """The title was one centred line: a long layer name was cut at both sides."""
+    from matplotlib.figure import Figure
+
+    report = _failing_report(2)
+    report.layer_name = "VeryLongWrapperName(" + "inner_layer_with_a_long_name, " * 6 + ")"
+    figures = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **k: figures.append(self) or real_savefig(self, *a, **k)
+    )
+    plot_report(report, str(tmp_path / "long.png"))
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    box = fig._suptitle.get_window_extent(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    assert box.x0 >= 0 and box.x1 <= width and box.y1 <= height
+    assert fig._suptitle.get_text().replace("\n", " ").startswith(report.layer_name[:40])

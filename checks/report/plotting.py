@@ -132,7 +132,12 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
     total_rows = sum(lay[0] for lay in layouts)
     width = max(lay[1] for lay in layouts)
     fig_w = max(1.5 * width + 1.6, 6.4)
-    fig = Figure(figsize=(fig_w, 1.4 * total_rows + 0.6 * len(tensors) + 0.6))
+    title = _fit_title(
+        f"{report.layer_name or 'layer'}: {report.method}, {report.coverage}, seed {report.seed}",
+        fig_w,
+    )
+    extra = 0.2 * title.count("\n")  # inches: a long layer name takes more lines, not less room
+    fig = Figure(figsize=(fig_w, 1.4 * total_rows + 0.6 * len(tensors) + 0.6 + extra))
     FigureCanvasAgg(fig)
     right = 1.0 - 1.1 / fig_w
     outer = fig.add_gridspec(
@@ -141,7 +146,7 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
         height_ratios=[lay[0] + 0.5 for lay in layouts],
         left=0.04,
         right=right,
-        top=1.0 - 0.95 / fig.get_figheight(),
+        top=1.0 - (0.95 + extra) / fig.get_figheight(),
         bottom=0.02,
     )
 
@@ -185,15 +190,21 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
                     _image(logr, r, c, shape), cmap=cmap, norm=norm, interpolation="nearest"
                 )
     if image is not None:
-        cax = fig.add_axes((right + 0.15 / fig_w, 0.1, 0.18 / fig_w, 0.8))
+        top = 1.0 - (0.95 + extra) / fig.get_figheight()  # below the title
+        cax = fig.add_axes((right + 0.15 / fig_w, 0.1, 0.18 / fig_w, top - 0.1))
         bar = fig.colorbar(image, cax=cax)
         bar.set_label("log10(|analytic - numerical| / tol)")
-    fig.suptitle(
-        f"{report.layer_name or 'layer'}: {report.method}, {report.coverage}, seed {report.seed}",
-        fontsize=10,
-        y=1.0 - 0.2 / fig.get_figheight(),
-    )
+    fig.suptitle(title, fontsize=10, y=1.0 - 0.2 / fig.get_figheight(), va="top")
     fig.savefig(os.fspath(path), format="png", dpi=80)
+
+
+def _fit_title(text: str, fig_w: float) -> str:
+    """``text`` wrapped to the figure's width (a 10-point title takes ~0.09 inch a character):
+    a long layer name was cut at both sides of a centred one-line title."""
+    import textwrap
+
+    width = max(20, int(fig_w / 0.09))
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True)) or text
 
 
 def _cmap() -> Any:
