@@ -129,7 +129,8 @@ def reduce_outputs(
             np.einsum("pmr,mr->pm", re, ady),
         )
     y = y.astype(np.float64, copy=False)
-    r = np.einsum("pkmr,mr->kpm", y - base[None, None], dy64)
+    # one stencil point at a time: y - base for all of them at once is as large as y
+    r = np.stack([np.einsum("pmr,mr->pm", y[:, k] - base[None], dy64) for k in range(y.shape[1])])
     mags, noises, typical = [], [], []
     for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
         ya, yb = y[:, a], y[:, b]

@@ -233,7 +233,8 @@ def _read_sources(
     eps: float,
     g: int,
     floor: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    disc: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Sources read from one probe point's ``B`` code probes and ``B`` complements.
 
     Parameters
@@ -249,18 +250,19 @@ def _read_sources(
         Members in the group.
     floor : ndarray, shape ``(M, 1)``
         The outputs' rounding scale per sample (see :func:`_threshold`).
+    disc : ndarray, shape ``(M, R)``
+        Raised in place, at the outputs that moved, to the largest distance of a probe's
+        change from what a single source implies (the whole group's change, or none):
+        rounding at another batch position, or a second source too small to prove an
+        overlap. Crediting the whole change to ``src`` is off by at most this much; the
+        caller charges it to the noise.
 
     Returns
     -------
-    src : ndarray of int64
+    src : ndarray of int32
         The member read for each output that moved with the whole group (0 elsewhere).
     aff : ndarray of bool
         The outputs that moved with the whole group.
-    disc : ndarray
-        Per output, the largest distance of a probe's change from what a single source
-        implies (the whole group's change, or none): rounding at another batch position, or
-        a second source too small to prove an overlap. Crediting the whole change to ``src``
-        is off by at most this much; the caller charges it to the noise.
     conflict : bool
         Whether some output proves that two members' footprints overlap.
     """
@@ -268,9 +270,7 @@ def _read_sources(
     d_full = full - base
     thr = _threshold(base, full, eps, floor)
     aff = np.abs(d_full) > thr
-    src = np.zeros(base.shape, dtype=np.int64)
-    disc = np.zeros(base.shape)
-    scratch = np.empty(base.shape)
+    src = np.zeros(base.shape, dtype=np.int32)
     for b in range(n_bits):
         d_b = code_ys[b] - code_bases[b]
         d_c = code_ys[n_bits + b] - code_bases[n_bits + b]
@@ -280,21 +280,20 @@ def _read_sources(
         # another batch position may land on either side of the threshold.
         for d in (d_b, d_c):
             if np.any((np.abs(d) > thr) & (np.abs(d - d_full) > thr)):
-                return src, aff, disc, True
+                return src, aff, True
         on = np.abs(d_b - d_full) < np.abs(d_b)
         on_c = np.abs(d_c - d_full) < np.abs(d_c)
         # exactly one of a code and its complement holds the source (tied maxima: both)
         if np.any(aff & (on == on_c)):
-            return src, aff, disc, True
-        src |= (on & aff).astype(np.int64) << b
+            return src, aff, True
+        src |= (on & aff).astype(np.int32) << b
         for d, o in ((d_b, on), (d_c, on_c)):
-            # in place: these arrays are the size of a group's outputs (memory budget)
-            np.subtract(d, d_full, out=scratch)
-            np.abs(scratch, out=scratch)
-            np.copyto(scratch, np.abs(d), where=~o)
-            np.maximum(disc, scratch, out=disc)
-    disc[~aff] = 0.0
-    return src, aff, disc, bool(np.any(aff & (src >= g)))
+            # in place (d is this loop's own temporary): these arrays are the size of a
+            # group's outputs, which the memory budget counts
+            np.subtract(d, d_full, out=d, where=o)
+            np.abs(d, out=d)
+            np.maximum(disc, d, out=disc, where=aff)
+    return src, aff, bool(np.any(aff & (src >= g)))
 
 
 def _decode(
@@ -316,22 +315,21 @@ def _decode(
     where it moved with the whole group, and the readings must agree; an output that moved at
     any stencil point but was read at none is a conflict.
     """
-    src = np.full(bases.shape[1:], -1, dtype=np.int64)
+    src = np.full(bases.shape[1:], -1, dtype=np.int32)
     attributed = np.zeros(bases.shape[1:], dtype=bool)
     disc = np.zeros(bases.shape[1:])
     floor = _floor(bases[0], positions_differ)
     per = 2 * n_bits
     for i, k in enumerate(points):
         rows = slice(n_stencil + i * per, n_stencil + (i + 1) * per)
-        src_k, aff_k, disc_k, conflict = _read_sources(
-            bases[k], ys[k], bases[rows], ys[rows], eps, g, floor
+        src_k, aff_k, conflict = _read_sources(
+            bases[k], ys[k], bases[rows], ys[rows], eps, g, floor, disc
         )
         if conflict or np.any(aff_k & attributed & (src_k != src)):
             return src, attributed, disc, True
-        src = np.where(aff_k, src_k, src)
+        np.copyto(src, src_k, where=aff_k)
         attributed |= aff_k
-        np.maximum(disc, disc_k, out=disc)
-        del disc_k
+        del src_k, aff_k
     for k in range(n_stencil):
         if np.any(_moved(bases[k], ys[k], eps, floor) & ~attributed):
             return src, attributed, disc, True

@@ -282,7 +282,7 @@ def check_tensor(
         with np.errstate(invalid="ignore"):
             agree = sel & (np.abs(fd["value"] - fr["value"]) <= tol2)
         use_real = sel & ~agree
-        _, acc = kinks.judge_kinks(_as_fd(fr), a, tol2, ctx.rule.safety)
+        acc = _kink_accepted(fr, a, tol2, ctx.rule.safety, use_real)
         fr, kink_ok, refined = refine(ctx, name, a, fr, use_real, bad2, real)
         for f in fd:
             fd[f] = np.where(use_real, fr[f], fd[f])
@@ -291,7 +291,8 @@ def check_tensor(
         kink_mask = use_real & np.where(refined, kink_ok, acc)
         bad = np.where(use_real, bad2 & ~kink_mask, bad)
     elif kind != "complex":
-        _, acc = kinks.judge_kinks(_as_fd(fd), a, tol, ctx.rule.safety)
+        # needed where an element stays bad without refinement: bad now
+        acc = _kink_accepted(fd, a, tol, ctx.rule.safety, bad)
         fd, kink_ok, refined = refine(ctx, name, a, fd, mask, bad, kind)
         tol, bad, _ = _judge(ctx, name, a, fd, mask)
         kink_mask = bad & np.where(refined, kink_ok, acc)
@@ -463,6 +464,18 @@ def reads_nothing(tr: TensorReport) -> bool:
     moved = bool(np.any(num != 0)) or any(nv != 0 for nv in proj)
     said = bool(np.any(tr.analytic[tr.checked] != 0)) or any(av != 0 for av, _, _ in tr.projections)
     return not moved and said
+
+
+def _kink_accepted(
+    fd: dict[str, np.ndarray], a: np.ndarray, tol: np.ndarray, safety: float, where: np.ndarray
+) -> np.ndarray:
+    """:func:`checks.engine.kinks.judge_kinks`'s acceptance, evaluated at ``where`` only (the
+    few elements it can decide; its temporaries are the size of what it is given)."""
+    out = np.zeros(a.shape, dtype=bool)
+    if where.any():
+        sub = FDResult(**{f: v[where] for f, v in fd.items()})
+        out[where] = kinks.judge_kinks(sub, a[where], tol[where], safety)[1]
+    return out
 
 
 def _as_fd(d: dict[str, np.ndarray]) -> FDResult:
