@@ -7,7 +7,7 @@ and the :class:`~checks.report.TensorReport` that says what was found.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,12 @@ _REFINE_MAX = 512
 
 # tied sets of kinked elements judged together along their common direction (_tied_sets)
 _TIED_MAX = 3
+# localization of a failing projection (_locate): sets this small are evaluated one by one;
+# a failing set whose halves both pass is kept when this small; at most this many tests
+_LOCATE_LEAF = 8
+_LOCATE_SPREAD = 64
+_LOCATE_MAX_TESTS = 256
+_LOCATE_TRIES = 4
 
 # refine's smoothness tests allow this many typical roundings (finite_diff.numerator_noise:
 # ~2.7 standard deviations each); too few marks smooth stencils as kinked, too many lets
@@ -248,6 +254,57 @@ def check_tensor(
             mismatch=np.zeros(t.shape, dtype=bool), checked=np.zeros(t.shape, dtype=bool),
             method=kind,
         )  # fmt: skip
+    el = _judge_elements(ctx, name, a, mask, kind)
+    real = el.real
+    num = np.where(mask, el.fd["value"], np.nan)
+    err_est = np.where(mask, el.fd["error"], np.nan)
+    tol = np.where(mask, el.tol, np.nan)
+    nonfin_num = mask & ~np.isfinite(num)
+    tr = TensorReport(
+        name=name, shape=tuple(t.shape), dtype=ctx.dtypes.get(name, str(t.dtype)),
+        n_total=int(t.size),
+        n_checked=int(mask.sum()), atol=ctx.atol, rtol=ctx.rtol,
+        tolerance_rule=el.text, analytic=a, numerical=num, error_estimate=err_est, tol=tol,
+        checked=mask.copy(), method=el.method,
+    )  # fmt: skip
+    tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(el.kink_mask)]
+    tr.nonfinite["numerical"] = [tuple(int(i) for i in r) for r in np.argwhere(nonfin_num)]
+    tr.mismatch = el.bad | nonfin_num
+    tr.tied = _tied_sets(ctx, name, a, el.fd, el.kink_mask, real)
+    del el  # memory: the projections do not need the fields (ten arrays the tensor's size)
+    proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind)
+    if proj_bad and not tr.checked.all():
+        _locate(ctx, name, a, tr, kind)
+    _summarise(tr)
+    tr.ok = (
+        tr.n_mismatched == 0
+        and proj_bad == 0
+        and not tr.nonfinite["numerical"]
+        and all(d["ok"] for d in tr.tied)
+    )
+    if method_note and method_note not in tr.tolerance_rule:
+        tr.tolerance_rule += f"; {method_note}"
+    return tr
+
+
+@dataclass
+class _Elements:
+    """The element-by-element judgement of a tensor's masked elements."""
+
+    fd: dict[str, np.ndarray]  # the fields of each element's chosen step (full shape)
+    tol: np.ndarray
+    bad: np.ndarray  # mismatched, kinks accepted as subgradients excluded
+    kink_mask: np.ndarray
+    real: str  # the real method used where the complex step is not
+    method: str
+    text: str  # how the tolerance was derived, and what was re-evaluated
+
+
+def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: str) -> _Elements:
+    """Evaluate and judge the masked elements one by one: the method's values, complex-step
+    mismatches re-examined with real differences, suspects refined at smaller steps, kinks
+    accepted where the analytic value is a subgradient."""
+    t = ctx.target.value(name)
     real = "richardson" if kind in ("complex", "richardson") else "central"
     fallback_note = ""
     fd = None
@@ -297,39 +354,90 @@ def check_tensor(
         tol, bad, _ = _judge(ctx, name, a, fd, mask)
         kink_mask = bad & np.where(refined, kink_ok, acc)
         bad = bad & ~kink_mask
-    num = np.where(mask, fd["value"], np.nan)
-    err_est = np.where(mask, fd["error"], np.nan)
-    tol = np.where(mask, tol, np.nan)
-    nonfin_num = mask & ~np.isfinite(num)
-    rule_text = text + (f"; {reexam} complex-step mismatches re-examined with {real}"
-                        if reexam else "") + fallback_note  # fmt: skip
+    text += (f"; {reexam} complex-step mismatches re-examined with {real}"
+             if reexam else "") + fallback_note  # fmt: skip
     if refined.any():
         steps = ", ".join(f"h/{s:g}" for s in _REFINE_SCALES)
-        rule_text += f"; {int(refined.sum())} suspect elements re-evaluated at {steps}"
+        text += f"; {int(refined.sum())} suspect elements re-evaluated at {steps}"
+    method = kind if not reexam else f"{kind}+{real}"
+    return _Elements(fd, tol, bad, kink_mask, real, method, text)
 
-    tr = TensorReport(
-        name=name, shape=tuple(t.shape), dtype=ctx.dtypes.get(name, str(t.dtype)),
-        n_total=int(t.size),
-        n_checked=int(mask.sum()), atol=ctx.atol, rtol=ctx.rtol,
-        tolerance_rule=rule_text, analytic=a, numerical=num, error_estimate=err_est, tol=tol,
-        checked=mask.copy(), method=kind if not reexam else f"{kind}+{real}",
-    )  # fmt: skip
-    tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(kink_mask)]
-    tr.nonfinite["numerical"] = [tuple(int(i) for i in r) for r in np.argwhere(nonfin_num)]
-    tr.mismatch = bad | nonfin_num
-    tr.tied = _tied_sets(ctx, name, a, fd, kink_mask, real)
-    del fd  # memory: the projections do not need the fields (ten arrays the tensor's size)
-    proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind)
-    _summarise(tr)
-    tr.ok = (
-        tr.n_mismatched == 0
-        and proj_bad == 0
-        and not tr.nonfinite["numerical"]
-        and all(d["ok"] for d in tr.tied)
+
+def _locate(ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, kind: str) -> None:
+    """A random projection failed: find the wrong unchecked elements by adaptive group
+    testing and judge them one by one, as a full check would have.
+
+    First a random direction ``v`` over the unchecked elements that fails (up to
+    ``_LOCATE_TRIES`` draws). Then its support is halved, each half tested along ``v``
+    restricted to it (``<analytic, v>`` keeps the wrong element's share ``v_e delta`` while
+    the noise shrinks with the set), and halves that fail are halved again, down to
+    ``_LOCATE_LEAF`` elements: about ``2 k log2(n / leaf)`` tests for ``k`` wrong elements
+    among ``n``. A set that fails while neither half does (an error spread thin over many
+    elements) is kept whole when small. The suspects are then evaluated element by element
+    (:func:`_judge_elements`) and merged into ``tr``; the tolerance rule says how many tests
+    it took.
+    """
+    cand = np.flatnonzero(~tr.checked.reshape(-1))
+    n_unchecked = int(cand.size)
+    tests = 0
+
+    def fails(support: np.ndarray, w: np.ndarray) -> bool:
+        nonlocal tests
+        v = np.zeros(a.size)
+        v[support] = w
+        av, nv, ptol, _ = _projection(ctx, name, a, v.reshape(a.shape), kind)
+        tests += 1
+        return not abs(av - nv) <= ptol
+
+    v0 = np.zeros(a.size)
+    for _ in range(_LOCATE_TRIES):
+        v0[cand] = ctx.rng.standard_normal(cand.size)
+        if fails(cand, v0[cand]):
+            break
+    else:
+        tr.tolerance_rule += (
+            f"; a failing projection was not reproduced over the unchecked elements "
+            f"({tests} directional tests): not located"
+        )
+        return
+    queue = [cand]
+    suspects: list[np.ndarray] = []
+    while queue and tests < _LOCATE_MAX_TESTS:
+        s = queue.pop(0)
+        if s.size <= _LOCATE_LEAF:
+            suspects.append(s)
+            continue
+        failing = [half for half in np.array_split(s, 2) if fails(half, v0[half])]
+        queue.extend(failing)
+        if not failing and s.size <= _LOCATE_SPREAD:
+            suspects.append(s)
+    flat = np.zeros(a.size, dtype=bool)
+    for s in suspects:
+        flat[s] = True
+    found = flat.reshape(a.shape)
+    if not found.any():
+        tr.tolerance_rule += f"; a failing projection was not located ({tests} directional tests)"
+        return
+    el = _judge_elements(ctx, name, a, found, kind)
+    tr.numerical[found] = el.fd["value"][found]
+    tr.error_estimate[found] = el.fd["error"][found]
+    tr.tol[found] = el.tol[found]
+    tr.checked |= found
+    tr.n_checked = int(tr.checked.sum())
+    nonfinite = found & ~np.isfinite(tr.numerical)
+    tr.mismatch |= el.bad | nonfinite
+    tr.kinks += [tuple(int(i) for i in row) for row in np.argwhere(el.kink_mask)]
+    tr.nonfinite["numerical"] += [tuple(int(i) for i in r) for r in np.argwhere(nonfinite)]
+    tr.located = {
+        "tests": tests,
+        "unchecked": n_unchecked,
+        "suspects": int(found.sum()),
+        "mismatched": int((el.bad & found).sum()),
+    }
+    tr.tolerance_rule += (
+        f"; a failing projection located by group testing: {tests} directional tests over "
+        f"the {n_unchecked} unchecked elements, {int(found.sum())} suspects evaluated one by one"
     )
-    if method_note and method_note not in tr.tolerance_rule:
-        tr.tolerance_rule += f"; {method_note}"
-    return tr
 
 
 def _project_rest(

@@ -39,6 +39,8 @@ A single object::
           "projections": [[analytic, numerical, tol]],
           "tied": [{"elements": [[int]], "value": float, "analytic": float,
                     "numerical": float, "tol": float, "ok": bool}],
+          "located": {"tests": int, "unchecked": int, "suspects": int,
+                      "mismatched": int} | null,
           "worst": [               # up to 10 worst checked elements, worst first
             {"index": [int], "analytic": float, "numerical": float,
              "abs_err": float, "rel_err": float, "tol": float, "error_estimate": float}
@@ -147,6 +149,10 @@ class TensorReport:
         (ones on the set): ``{"elements": [index, ...], "value", "analytic" (<analytic, v>),
         "numerical", "tol", "ok"}``. Each element of a tied maximum can look like a valid
         subgradient on its own while the gradient sends dy to all of them.
+    located : dict or None
+        When a random projection failed, how its wrong elements were found by group testing:
+        ``{"tests", "unchecked", "suspects", "mismatched"}`` (directional tests made, elements
+        that were unchecked, suspects then evaluated one by one, of them mismatched).
     kinks : list of tuple of int
         Elements judged non-differentiable where the analytic value is a valid subgradient.
     method : str
@@ -176,6 +182,7 @@ class TensorReport:
     checked: np.ndarray = field(default_factory=_empty, repr=False)
     projections: list[tuple[float, float, float]] = field(default_factory=list)
     tied: list[dict[str, Any]] = field(default_factory=list)
+    located: dict[str, int] | None = None
     kinks: list[tuple[int, ...]] = field(default_factory=list)
     method: str = ""
     nonfinite: dict[str, list[tuple[int, ...]]] = field(
@@ -252,6 +259,7 @@ class TensorReport:
             "nonfinite": {k: [list(i) for i in v] for k, v in self.nonfinite.items()},
             "kinks": [list(i) for i in self.kinks],
             "projections": [[_f(a), _f(n), _f(t)] for a, n, t in self.projections],
+            "located": self.located,
             "tied": [{**d, "elements": [list(i) for i in d["elements"]]} for d in self.tied],
             "worst": [
                 {k: (list(v) if k == "index" else _f(v)) for k, v in w.items()}

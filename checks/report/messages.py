@@ -98,9 +98,17 @@ def format_tensor(report: Report, tr: TensorReport) -> str:
             )
     bad_proj = [(a, v, t) for a, v, t in tr.projections if not abs(a - v) <= t]
     if bad_proj:
+        loc = tr.located
+        found = (
+            f"; located by group testing ({loc['tests']} directional tests over the "
+            f"{loc['unchecked']} unchecked elements): {loc['mismatched']} of {loc['suspects']} "
+            "suspects mismatch, listed above"
+            if loc
+            else ""
+        )
         lines.append(
             f"Random projections failed: {len(bad_proj)} / {len(tr.projections)} "
-            "(an unchecked element is wrong)"
+            f"(an unchecked element is wrong){found}"
         )
         for a, v, t in bad_proj[:3]:
             lines.append(f"  <analytic, v> = {a:.9g}, numerical = {v:.9g}, tol = {t:.2g}")
