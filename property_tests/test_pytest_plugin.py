@@ -183,3 +183,25 @@ def test_help_has_a_gradcheck_section(pytester) -> None:
 def test_marker_is_registered_for_strict_markers(pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["*@pytest.mark.gradcheck(**defaults)*"])
+
+
+def test_outputs_of_all_xdist_workers_land_in_one_directory(pytester) -> None:
+    """Under pytest-xdist every worker writes into the same directories: names are unique
+    per test (long parametrized ids cut to the same prefix used to collide)."""
+    pytest.importorskip("xdist")
+    long = "p" * 200
+    pytester.makepyfile(
+        test_many=f"""
+import numpy as np
+import pytest
+import cnn_ref
+
+@pytest.mark.parametrize("case", [1, 2, 3, 4], ids=["{long}a", "{long}b", "{long}c", "{long}d"])
+def test_good(gradcheck, case):
+    x = np.random.default_rng(case).standard_normal((2, 2, 5, 5))
+    gradcheck(cnn_ref.Conv2D(2, 3, 2, seed=0), x)
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--gradcheck-json", "out")
+    result.assert_outcomes(passed=4)
+    assert len(list((pytester.path / "out").glob("*.json"))) == 4
