@@ -238,3 +238,21 @@ def test_the_dtype_of_x_follows_the_layers_parameters(tmp_path: Path, capsys) ->
         doc = json.loads(report.read_text())
         assert doc["tensors"][0]["name"] == "x" and doc["tensors"][0]["dtype"] == expected
     capsys.readouterr()
+
+
+def test_the_reproduce_line_is_a_command_that_reproduces(layers_file: Path, tmp_path: Path, capsys):
+    """From the CLI the Reproduce: line said check_layer(...); it is the command itself now,
+    in the message and in the JSON report, and running it gives the same verdict."""
+    import shlex
+
+    report = tmp_path / "r.json"
+    args = ["layer", f"{layers_file}:bad", "--input-shape", "2,2,6,6", "--coverage", "full"]
+    assert main([*args, "--json", str(report)]) == 1
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("Reproduce: "))
+    command = line.removeprefix("Reproduce: ")
+    assert command.startswith("python -m checks layer ") and "--coverage full" in command
+    assert "--dtype float64" in command and "--seed 0" in command
+    assert json.loads(report.read_text())["reproduce"] == command
+    assert main(shlex.split(command)[3:]) == 1
+    capsys.readouterr()

@@ -312,6 +312,26 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
         )
 
 
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line that repeats this check (the options that differ from the defaults,
+    and the dtype always: it may have been inferred)."""
+    import shlex
+
+    cmd = ["python", "-m", "checks", "layer", args.target, "--input-shape", args.input_shape,
+           "--dtype", args.dtype, "--seed", str(args.seed)]  # fmt: skip
+    for flag, value, default in (
+        ("--method", args.method, "auto"),
+        ("--coverage", args.coverage, "auto"),
+        ("--precision", args.precision, "auto"),
+        ("--rtol", args.rtol, None),
+        ("--atol", args.atol, None),
+        ("--batch-axis", args.batch_axis, 0),
+    ):
+        if value != default:
+            cmd += [flag, str(value)]
+    return shlex.join(cmd)
+
+
 def infer_dtype(layer: Any) -> str:
     """The dtype for ``x`` when ``--dtype`` is not given: the layer's floating parameters'
     (the widest if they differ), float64 for a layer without any (a float32 layer checked
@@ -335,6 +355,7 @@ def _run_layer(args: argparse.Namespace) -> int:
     from checks.doors.api import check_layer
     from checks.engine import memory
     from checks.report.errors import GradientMismatchError, LayerContractError
+    from checks.report.messages import format_report
 
     if args.dtype is None:
         args.dtype = infer_dtype(layer)
@@ -397,9 +418,12 @@ def _run_layer(args: argparse.Namespace) -> int:
                 report, failure, code = exc.report, exc, 2
         elapsed = time.perf_counter() - started
     if report is not None:
+        report.command = reproduce_command(args)
         render_table(report, out)
     if failure is not None:
-        out.print(str(failure), markup=False, highlight=False, soft_wrap=True)
+        # the message again, now that its Reproduce: line is this command
+        text = format_report(report) if report is not None else str(failure)
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
     if report is not None:
         _write_outputs(report, args.json, args.plot)
     if code == 2 and failure is not None:

@@ -318,6 +318,8 @@ class Report:
     entry: str = "check_layer"
     precision: str = ""
     requested_precision: str = "auto"
+    #: how the check was started, when a front door knows it better than ``check_layer(...)``
+    command: str = ""
 
     def tensor(self, name: str) -> TensorReport:
         """The :class:`TensorReport` called ``name`` (KeyError naming the choices otherwise)."""
@@ -328,7 +330,10 @@ class Report:
 
     @property
     def reproduce(self) -> str:
-        """A one-line reproduction of this check."""
+        """A one-line reproduction of this check (``command`` when a front door set one: the
+        command line gives its own, runnable as it stands)."""
+        if self.command:
+            return self.command
         extra = (
             f", precision={self.requested_precision!r}"
             if self.requested_precision != "auto"
