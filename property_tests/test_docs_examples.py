@@ -38,3 +38,13 @@ def test_readme_own_layer_example_catches_a_planted_bug() -> None:
     assert "mean(axis" in source
     with pytest.raises(GradientMismatchError, match=r"tensor w"):
         exec(compile(source, str(README), "exec"), {"__name__": "readme", "print": lambda *_: None})
+
+
+def test_readme_pytest_example_runs_through_the_fixture() -> None:
+    from checks.doors.pytest_plugin import GradChecker
+
+    namespace: dict = {"__name__": "readme"}
+    source = _block("python", 1)
+    assert "def test_my_conv(gradcheck)" in source
+    exec(compile(source, str(README), "exec"), namespace)
+    namespace["test_my_conv"](GradChecker({}, "readme::test_my_conv"))
