@@ -1,7 +1,7 @@
 """Seed loops that measure the checker's false alarms and misses on cnn_ref ReLU convs.
 
 Not collected by pytest (too slow for ``make test``); the numbers in the issue notes and the
-README's limitations come from it. Usage::
+limitations in docs/limitations.md come from it. Usage::
 
     python -m property_tests.fuzz_checker small 0 200            # false alarms, x (2,3,8,8)
     python -m property_tests.fuzz_checker pool 0 200             # ... followed by MaxPool2D(2)

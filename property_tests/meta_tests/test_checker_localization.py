@@ -67,7 +67,7 @@ def test_two_wrong_elements_are_both_located():
 def test_a_float32_relu_layer_is_located_whenever_a_projection_catches_it():
     """Differenced in float64 (precision="auto"), a 1 % error in one element of K: where a
     projection catches it, localization names it (the promoted tolerance's forward-resolution
-    term keeps the projections from catching it in some seeds; see the README)."""
+    term keeps the projections from catching it in some seeds; see docs/limitations.md)."""
     caught = 0
     for seed in range(3):
         layer, x, idx = _case("relu", "K", seed, np.float32)
