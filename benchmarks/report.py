@@ -359,6 +359,11 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _shape_row(sh: Any) -> list[str]:
+    dims = [str(sh.N), str(sh.C_in), f"{sh.H} x {sh.W}", str(sh.C_out), str(sh.k)]
+    return [sh.name, *dims, str(sh.stride), str(sh.padding), SHAPE_MEANING.get(sh.name, "")]
+
+
 def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
     benches = data["benchmarks"]
     peaks = gemm_peaks(benches)
@@ -383,12 +388,8 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
         "",
         *_table(
             ["code", "N", "C_in", "H x W", "C_out", "k", "stride", "padding", "stands for"],
-            [
-                [sh.name, str(sh.N), str(sh.C_in), f"{sh.H} x {sh.W}", str(sh.C_out), str(sh.k),
-                 str(sh.stride), str(sh.padding), SHAPE_MEANING.get(sh.name, "")]
-                for sh in SHAPES
-            ],
-        ),  # fmt: skip
+            [_shape_row(sh) for sh in SHAPES],
+        ),
         "",
         "Ratios point one way throughout: how many times faster the row is than the peer it "
         "names (above 1: faster; `x PyTorch` = this row's GFLOP/s / PyTorch's).",
