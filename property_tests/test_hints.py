@@ -329,7 +329,7 @@ def test_hint_relu_mask_forgotten_is_a_missing_mask() -> None:
     message, failing = _failure(ReluMaskForgotten("relu"), _x(3, 4, 5))
     assert failing == ["x"]
     hints = _hint_lines(message)
-    assert any("numerical gradient is zero" in h and "mask" in h for h in hints), hints
+    assert any("numerical gradient is exactly 0" in h and "mask" in h for h in hints), hints
 
 
 def test_hint_max_pool_up_spread_over_the_block() -> None:
@@ -405,3 +405,212 @@ def test_hint_through_check_vjp_names_the_kernel_input() -> None:
     assert any(
         h.startswith("Hint: inputs[1]: analytic = rot180") and "eq. (14)" in h for h in hints
     ), hints
+
+
+# --- region ratio, one-sample weights, unread elements, neutral axis words ---------------------
+class LeakyReLU:
+    """y = x for x > 0, alpha * x otherwise; ``neg_slope`` is the slope backward uses there."""
+
+    def __init__(self, alpha: float = 0.1, neg_slope: float | None = None) -> None:
+        self.alpha = alpha
+        self.neg_slope = alpha if neg_slope is None else neg_slope
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return np.where(x.real > 0, x, self.alpha * x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy * np.where(self.x.real > 0, 1.0, self.neg_slope)
+
+
+class ScaledLeakyReLU(LeakyReLU):
+    """Both slopes doubled in backward: a global factor 2, not a region."""
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return 2.0 * super().backward(dy)
+
+
+class TinyDense:
+    """y = x W^T + b with W (out, in); ``bug`` plants a batch mistake in dW."""
+
+    def __init__(self, n_in: int, n_out: int, bug: str | None = None, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params = {"W": rng.standard_normal((n_out, n_in)), "b": rng.standard_normal(n_out)}
+        self.grads: dict[str, np.ndarray] = {}
+        self.bug = bug
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return x @ self.params["W"].T + self.params["b"]
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x = self.x
+        if self.bug == "sample0":  # dW from the first sample only
+            dW = np.outer(dy[0], x[0])
+        elif self.bug == "overwrite":  # the batch loop overwrites instead of accumulating
+            for n in range(x.shape[0]):
+                dW = np.outer(dy[n], x[n])
+        else:
+            dW = dy.T @ x
+        self.grads = {"W": dW, "b": dy.sum(axis=0)}
+        return dy @ self.params["W"]
+
+
+class LastColumnUnread(TinyDense):
+    """Forward reads W[:, :-1] and x[:, :-1] only (a slice one short); backward is the full
+    dense gradient, so W[:, -1] and x[:, -1] get a gradient forward never earns."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return x[:, :-1] @ self.params["W"][:, :-1].T + self.params["b"]
+
+
+class LastStepDropped:
+    """y = tanh(x) on (N, T, F) sequences; backward skips the last time step."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dx = dy * (1.0 - self.y**2)
+        dx[:, -1] = 0.0
+        return dx
+
+
+def _away_from_zero(*shape: int) -> np.ndarray:
+    x = _x(*shape)
+    return np.where(np.abs(x) < 0.1, x + np.sign(x) * 0.1 + 0.05 * (x == 0), x)
+
+
+_REGION = "mismatched elements, analytic = numerical at the other"
+_RANK1 = "outer product (rank 1)"
+_UNREAD = "numerical gradient is exactly 0"
+
+
+def test_correct_tiny_layers_pass() -> None:
+    assert check_layer(LeakyReLU(), _away_from_zero(3, 4, 5)).ok
+    assert check_layer(TinyDense(5, 4), _x(3, 5)).ok
+
+
+def test_hint_leaky_relu_slope_wrong_on_the_negative_side_is_a_region_ratio() -> None:
+    x = _away_from_zero(3, 4, 5)
+    message, failing = _failure(LeakyReLU(0.1, neg_slope=0.2), x)
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    k = int((x < 0).sum())
+    assert any(f"analytic = 2 x numerical at the {k} {_REGION}" in h for h in hints), hints
+    assert any("leaky-ReLU" in h for h in hints), hints
+    # not the global factor's hint, and not "where x < 0" (the report cannot know x)
+    assert not any("x numerical --" in h for h in hints), hints
+    assert not any("x < 0" in h for h in hints), hints
+    # a random sign pattern on a small map is no stride grid
+    assert not any("stride" in h for h in hints), hints
+
+
+def test_hint_leaky_relu_slope_forgotten_reports_one_over_alpha() -> None:
+    message, _ = _failure(LeakyReLU(0.25, neg_slope=1.0), _away_from_zero(2, 3, 4))
+    assert any("analytic = 4 x numerical at the" in h for h in _hint_lines(message))
+
+
+def test_a_global_factor_is_not_a_region_ratio() -> None:
+    message, _ = _failure(ScaledLeakyReLU(), _away_from_zero(3, 4, 5))
+    hints = _hint_lines(message)
+    assert any("analytic = 2 x numerical --" in h for h in hints), hints
+    assert not any(_REGION in h for h in hints), hints
+    message, _ = _failure(BatchMeanWeights(5, 4, seed=1), _x(3, 5))
+    assert not any(_REGION in h or _RANK1 in h for h in _hint_lines(message))
+
+
+@pytest.mark.parametrize("bug", ["sample0", "overwrite"])
+def test_hint_weight_gradient_from_one_sample_of_the_batch(bug: str) -> None:
+    message, failing = _failure(TinyDense(5, 4, bug=bug), _x(3, 5))
+    assert failing == ["W"]
+    hints = _hint_lines(message)
+    assert any(_RANK1 in h and "one sample of the batch" in h for h in hints), hints
+    assert not any(_REGION in h or _UNREAD in h for h in hints), hints
+
+
+def test_a_rank_one_true_gradient_gets_no_one_sample_hint() -> None:
+    # batch of one: the true dW is an outer product too; a wrong factor is not "one sample"
+    n = np.outer(_x(4), _x(5))
+    hints = diagnose(_tensor("W", 3.0 * n, n))
+    assert not any(_RANK1 in h for h in hints), hints
+    # an unstructured error on a matrix is not rank 1
+    m = _x(4, 5)
+    assert not any(_RANK1 in h for h in diagnose(_tensor("W", m + _x(4, 5), m)))
+
+
+def test_hint_parameter_elements_forward_does_not_read() -> None:
+    message, failing = _failure(LastColumnUnread(5, 4), _x(3, 5))
+    assert set(failing) == {"x", "W"}
+    hints = _hint_lines(message)
+    for name in ("x", "W"):
+        assert any(
+            h.startswith(f"Hint: {name}: the {_UNREAD} at the") and "does not read" in h
+            for h in hints
+        ), hints
+    assert not any(_REGION in h or _RANK1 in h for h in hints), hints
+    # one wrong edge column is not padding (padding is on both sides), nor a stride
+    assert not any("padding" in h or "stride" in h for h in hints), hints
+
+
+def test_hint_an_input_the_function_never_reads() -> None:
+    from checks import check_vjp
+
+    def f(x, w):
+        return np.tanh(x)
+
+    def vjp(dy, x, w):
+        return dy * (1.0 - np.tanh(x) ** 2), dy.sum(axis=0)
+
+    with pytest.raises(GradientMismatchError) as info:
+        check_vjp(f, vjp, _x(3, 4), _x(4))
+    hints = _hint_lines(str(info.value))
+    assert any(
+        h.startswith(f"Hint: inputs[1]: the {_UNREAD} at every checked element")
+        and "does not read" in h
+        for h in hints
+    ), hints
+
+
+def test_unread_hint_needs_exact_zeros() -> None:
+    # numerical tiny but not exactly 0: the (older) approximate support hint, not "unread"
+    n = _x(2, 3, 4)
+    n[0] = 1e-14
+    a = n.copy()
+    a[0] = 1.0
+    hints = diagnose(_tensor("x", a, n, rtol=1e-6))
+    assert any("numerical gradient is zero" in h for h in hints), hints
+    assert not any(_UNREAD in h for h in hints), hints
+
+
+def test_hint_axis_words_stay_neutral_for_a_time_axis() -> None:
+    message, failing = _failure(LastStepDropped(), _x(2, 6, 3))
+    assert failing == ["x"]
+    hints = _hint_lines(message)
+    assert any("mismatches only in index 5 of axis 1" in h for h in hints), hints
+    assert not any("feature" in h for h in hints), hints
+    assert not any("padding" in h or "stride" in h for h in hints), hints
+
+
+def test_diagnose_region_ratio_and_global_ratio_are_exclusive() -> None:
+    n = _x(2, 3, 4)
+    region = RNG.random(n.shape) < 0.4
+    partial = diagnose(_tensor("x", np.where(region, 0.5 * n, n), n))
+    assert any(
+        f"analytic = 0.5 (= 1/2) x numerical at the {int(region.sum())} " in h for h in partial
+    )
+    assert not any("x numerical --" in h for h in partial), partial
+    overall = diagnose(_tensor("x", 0.5 * n, n))
+    assert any("analytic = 0.5 (= 1/2) x numerical --" in h for h in overall), overall
+    assert not any(_REGION in h for h in overall), overall
+    # no common ratio at the mismatches: no region hint
+    noisy = np.where(region, n * RNG.uniform(1.5, 3.0, n.shape), n)
+    assert not any(_REGION in h for h in diagnose(_tensor("x", noisy, n)))

@@ -30,9 +30,18 @@ one factor per channel
 errors only off (or on)   a stride: positions skipped by the stride get (or miss) a
 a stride grid             gradient
 errors on one index of    one sample / one channel / one output map treated differently
-axis 0 or axis 1 only     (e.g. a loop that stops early, an off-by-one)
+axis 0 or axis 1 only     (e.g. a loop that stops early, an off-by-one); an axis whose
+                          meaning the report cannot know is called by its number
+analytic = c * numerical  a factor on one region only: a leaky-ReLU/ELU slope wrong on
+at the mismatches only,   the negative side (the report cannot see x, so the hint asks
+= numerical elsewhere     rather than says "where x < 0")
+analytic of rank 1, the   a matrix gradient from one sample of the batch (x[0], x[-1], a
+numerical of rank >= 2    loop that overwrites), or the batch summed before the product
+numerical exactly 0 at    the output does not depend on them: a missing mask or routing
+every mismatch            (ReLU, clip, max-pool arg-max), or forward does not read them
+                          (a slice or copy of a parameter, a detached branch)
 errors only where one     a missing mask or routing (ReLU, max-pool arg-max), or part of
-side is zero              the gradient never written
+side is (near) zero       the gradient never written
 one element wrong         a special case at that index
 ========================  ============================================================
 
@@ -403,9 +412,11 @@ def _per_slice_scale_hint(ctx: _Context) -> str | None:
             continue  # a single odd slice: the one-slice hint says it better
         shown = ", ".join(f"{f:.4g}" for f in factors[:6]) + (", ..." if len(factors) > 6 else "")
         what = _axis_word(ctx, axis)
+        per = f"{what} k (axis {axis})" if what else f"index k of axis {axis}"
+        scalar = f"per-{what} scalar" if what else f"scalar per index of axis {axis}"
         return (
-            f"{ctx.name}: analytic = c_k x numerical with one factor per {what} k (axis "
-            f"{axis}): c = [{shown}] -- a per-{what} scalar dropped or applied twice, e.g. "
+            f"{ctx.name}: analytic = c_k x numerical with one factor per {per}: c = [{shown}] "
+            f"-- a {scalar} dropped or applied twice, e.g. "
             f"beta in eq. (10)/(11) (delta = beta * up(delta_next)) or a per-map "
             f"normalisation."
         )
@@ -445,6 +456,17 @@ def _border_hint(ctx: _Context) -> str | None:
     interior_checked = ctx.known & (dist >= width)
     if not interior_checked.any():
         return None
+    # padding is on both sides: errors at one edge only (a last column, a last time step)
+    # are an off-by-one, not padding
+    # (corners excluded: a wrong last column touches the first and last row only there)
+    inner_r = np.broadcast_to((rows >= width) & (rows < h - width), ctx.a.shape)
+    inner_c = np.broadcast_to((cols >= width) & (cols < w - width), ctx.a.shape)
+    r = np.broadcast_to(rows, ctx.a.shape)
+    c = np.broadcast_to(cols, ctx.a.shape)
+    both_rows = (bad & inner_c & (r < width)).any() and (bad & inner_c & (r >= h - width)).any()
+    both_cols = (bad & inner_r & (c < width)).any() and (bad & inner_r & (c >= w - width)).any()
+    if not (both_rows or both_cols):
+        return None
     return (
         f"{ctx.name}: every mismatch lies within {width} element(s) of the border of the last "
         f"two axes and the interior is right -- the padding is handled wrong (gradient of "
@@ -468,7 +490,8 @@ def _stride_hint(ctx: _Context) -> str | None:
         key=lambda st: (st[0] * st[1], st),
     )
     for sh, sw in steps:
-        if (sh, sw) == (1, 1) or sh >= h + (sh == 1) or sw >= w + (sw == 1):
+        # a stride shows as a grid only where the map holds two periods of it
+        if (sh, sw) == (1, 1) or (sh > 1 and h < 2 * sh) or (sw > 1 and w < 2 * sw):
             continue
         for r0 in range(sh):
             for c0 in range(sw):
@@ -479,7 +502,7 @@ def _stride_hint(ctx: _Context) -> str | None:
                         continue
                     n_bad = int((bad & wrong).sum())
                     # a stride pattern is systematic: most of the suspect positions are wrong
-                    if n_bad < _MIN_ELEMENTS or n_bad < 0.5 * int((ctx.known & wrong).sum()):
+                    if n_bad < _MIN_ELEMENTS or n_bad < 0.75 * int((ctx.known & wrong).sum()):
                         continue
                     where = _grid_text(sh, sw, r0, c0)
                     if on_grid_bad:
@@ -519,13 +542,15 @@ def _one_slice_hint(ctx: _Context) -> str | None:
         idx = np.indices(a.shape)[axis]
         bad_vals = np.unique(idx[bad])
         what = _axis_word(ctx, axis)
+        every = what or f"index of axis {axis}"
+        that = what or "index"
         if len(bad_vals) == 1:
             i = int(bad_vals[0])
             others_ok = ctx.known & (idx != i)
             if others_ok.any() and not (bad & (idx != i)).any():
                 return (
-                    f"{ctx.name}: mismatches only in {what} {i} (axis {axis}); every other "
-                    f"{what} is right -- that {what} is treated differently (an off-by-one "
+                    f"{ctx.name}: mismatches only in {_slice_text(what, i, axis)}; every other "
+                    f"{every} is right -- that {that} is treated differently (an off-by-one "
                     f"loop bound, an index hard-coded, a slice that stops early)."
                 )
         missing = sorted(set(range(a.shape[axis])) - set(bad_vals.tolist()))
@@ -533,23 +558,31 @@ def _one_slice_hint(ctx: _Context) -> str | None:
             i = missing[0]
             if (ctx.known & (idx == i)).any():
                 return (
-                    f"{ctx.name}: only {what} {i} (axis {axis}) is right, every other {what} "
-                    f"has mismatches -- backward handles only {what} {i} (e.g. x[0] where "
-                    f"x[n] is meant, or a loop that overwrites instead of accumulating)."
+                    f"{ctx.name}: only {_slice_text(what, i, axis)} is right, every other "
+                    f"{every} has mismatches -- backward handles only that {that} (e.g. x[0] "
+                    f"where x[n] is meant, or a loop that overwrites instead of accumulating)."
                 )
     return None
 
 
-def _axis_word(ctx: _Context, axis: int) -> str:
+def _slice_text(what: str | None, i: int, axis: int) -> str:
+    """``channel 2 (axis 1)`` where the axis has a name, ``index 2 of axis 1`` where not."""
+    return f"{what} {i} (axis {axis})" if what else f"index {i} of axis {axis}"
+
+
+def _axis_word(ctx: _Context, axis: int) -> str | None:
+    """A name for ``axis`` only where the layout is known (x's batch axis, NCHW channels, a
+    conv kernel's maps, a matrix's rows and columns); None for any other axis (it may be time,
+    features, anything), which the hints then call by its number."""
     if ctx.is_x:
         if axis == 0:
             return "sample"
-        return "channel" if ctx.a.ndim == 4 else "feature"
+        return "channel" if ctx.a.ndim == 4 else None
     if ctx.a.ndim == 4:
         return "output map" if axis == 0 else "input map"
     if ctx.a.ndim == 2:
         return "row" if axis == 0 else "column"
-    return f"index of axis {axis}"
+    return None
 
 
 def _support_hint(ctx: _Context) -> str | None:
@@ -558,6 +591,8 @@ def _support_hint(ctx: _Context) -> str | None:
     if bad.sum() < _MIN_ELEMENTS:
         return None
     n_zero = np.abs(ctx.n) <= ctx.tol
+    if np.all(ctx.n[bad] == 0.0):
+        return None  # exactly zero: _unread_hint says it (and why) more precisely
     if np.all(n_zero[bad]) and (ctx.known & ~n_zero).any():
         return (
             f"{ctx.name}: every mismatch is where the numerical gradient is zero (the output "
@@ -574,10 +609,92 @@ def _support_hint(ctx: _Context) -> str | None:
     return None
 
 
+def _unread_hint(ctx: _Context) -> str | None:
+    """The numerical gradient is exactly 0.0 at every mismatch: no perturbation of those
+    elements moved any output, yet the analytic gradient is not 0 there."""
+    bad = ctx.mismatch & ctx.known
+    k = int(bad.sum())
+    if k == 0 or np.any(ctx.n[bad] != 0.0):
+        return None
+    m = int(ctx.known.sum())
+    if np.all(ctx.n[ctx.known] == 0.0):
+        return (
+            f"{ctx.name}: the numerical gradient is exactly 0 at every checked element "
+            f"({k} of {m} mismatch) while the analytic one is not -- the output does not "
+            f"depend on {ctx.name} here: forward does not read it (it reads a copy, an array "
+            f"under another name, or a branch cut off from the output), or every element sits "
+            f"where a ReLU/clip holds the output constant."
+        )
+    return (
+        f"{ctx.name}: the numerical gradient is exactly 0 at the {k} mismatched elements (of "
+        f"{m} checked) while the analytic one is not -- the output does not depend on them "
+        f"here: a mask or routing is missing in backward (ReLU's f'(U) = 0 for U < 0, a "
+        f"clip's flat part, max-pool's up() that must send delta to the arg-max only, "
+        f"positions no window reaches), or forward does not read those elements (a slice or "
+        f"a copy of the parameter, a detached branch)."
+    )
+
+
+def _region_ratio_hint(ctx: _Context) -> str | None:
+    """analytic = c * numerical at the mismatched elements, analytic = numerical elsewhere."""
+    bad = ctx.mismatch & ctx.known
+    good = ctx.known & ~ctx.mismatch
+    k = int(bad.sum())
+    if k < _MIN_ELEMENTS or not good.any():
+        return None
+    n, a, tol = ctx.n[bad], ctx.a[bad], ctx.tol[bad]
+    if np.any(np.abs(n) <= tol):
+        return None  # no ratio where the numerical gradient is zero (the support hints' case)
+    c = float(a @ n) / float(n @ n)
+    if not np.isfinite(c) or c == 0.0 or abs(c - 1.0) < 1e-6:
+        return None
+    allowed = max(1.0, abs(c))
+    if not np.all(np.abs(a - c * n) <= allowed * tol):
+        return None
+    # the right elements must not follow the same factor (that is the global scale hint)
+    if np.all(np.abs(ctx.a[good] - c * ctx.n[good]) <= allowed * ctx.tol[good]):
+        return None
+    return (
+        f"{ctx.name}: analytic = {_factor_text(c)} x numerical at the {k} mismatched "
+        f"elements, analytic = numerical at the other {int(good.sum())} checked -- a factor "
+        f"applied on one region only: a slope wrong on one side of a kink (a leaky-ReLU/ELU "
+        f"slope on the negative side: alpha applied twice, or 1 where alpha is meant; are the "
+        f"mismatched elements those where the input is negative?), or a scale applied to part "
+        f"of the tensor only."
+    )
+
+
+def _rank_one_hint(ctx: _Context) -> str | None:
+    """A matrix parameter's analytic gradient is an outer product, the numerical one is not."""
+    a, n = ctx.a, ctx.n
+    if ctx.is_x or a.ndim != 2 or min(a.shape) < 2 or not ctx.known.all():
+        return None
+    if ctx.mismatch.sum() < _MIN_ELEMENTS:
+        return None
+    sa = np.linalg.svd(a, compute_uv=False)
+    sn = np.linalg.svd(n, compute_uv=False)
+    noise = float(np.linalg.norm(ctx.tol))
+    if sa[0] == 0.0 or sn[0] == 0.0 or sa[1] > 1e-6 * sa[0]:
+        return None
+    rank = int(np.sum((sn > 1e-3 * sn[0]) & (sn > noise)))
+    if rank < 2:
+        return None
+    return (
+        f"{ctx.name}: the analytic gradient is an outer product (rank 1) while the numerical "
+        f"one has rank {rank} -- the gradient comes from one sample of the batch: dW = "
+        f"delta_n^T x_n for a single n (x[0] or x[-1] where the sum over n is needed, or a "
+        f"loop over the batch that overwrites dW instead of accumulating), or the batch is "
+        f"summed before the product (outer(sum_n delta_n, sum_n x_n))."
+    )
+
+
 _STRUCTURE_DETECTORS: tuple[Callable[[_Context], str | None], ...] = (
     _single_hint,
+    _rank_one_hint,
     _one_slice_hint,
     _border_hint,
     _stride_hint,
+    _region_ratio_hint,
+    _unread_hint,
     _support_hint,
 )
