@@ -347,6 +347,9 @@ def test_a_setter_that_does_not_reach_the_hook_is_reported() -> None:
     _, layer = _nhwc32(x, set_params=lambda l, n, a: None)
     with pytest.raises(ValueError, match=r"set_params\(layer, 'K', array\) did not make"):
         layer.params["K"] = layer.params["K"].astype(np.float64)
+    with pytest.raises(ValueError, match=r"did not make the layer read the array"):
+        check_layer(layer, x)  # when the precision probe promotes
+    assert layer.params["K"].dtype == np.float32
 
 
 def test_set_params_must_be_callable() -> None:
@@ -411,6 +414,16 @@ def test_an_optimizer_not_called_leaves_its_gradient_missing() -> None:
     inner.trainable = False
     with pytest.raises(LayerContractError, match=r"did not fill grads\['W'\]"):
         check_layer(_mlfs_adapter(inner), _x((4, 5)))
+
+
+def test_the_optimizers_are_put_back_when_backward_raises() -> None:
+    inner = _mlfs_dense()
+    opt = inner.W_opt
+    adapter = _mlfs_adapter(inner)
+    adapter.forward(_x((4, 5)))
+    with pytest.raises(ValueError):
+        adapter.backward(_x((4, 2)))  # the wrong width: the layer's dot raises
+    assert inner.W_opt is opt
 
 
 @pytest.mark.parametrize(

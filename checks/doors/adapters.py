@@ -38,6 +38,17 @@ appended to ``layer.X``:
 ...     accumulates=True,
 ... )
 >>> check_layer(layer, x)                                               # doctest: +SKIP
+
+A float32 layer keeping its weights in attributes, differenced in float64 (``set_params``
+hands it the checker's float64 copies), and an ML-From-Scratch-style layer whose backward
+passes its gradients to optimizers (``self.W = self.W_opt.update(self.W, grad_w)``):
+
+>>> LayerAdapter(dense32, params=lambda l: {"W": l.W, "b": l.b},       # doctest: +SKIP
+...              grads=lambda l: {"W": l.dW, "b": l.db},
+...              set_params=lambda l, name, a: setattr(l, name, a))
+>>> LayerAdapter(mlfs_dense, forward="forward_pass",                  # doctest: +SKIP
+...              backward="backward_pass", params=lambda l: {"W": l.W, "w0": l.w0},
+...              optimizers={"W": "W_opt", "w0": "w0_opt"})
 """
 
 from __future__ import annotations
