@@ -4,11 +4,15 @@
 ``(kh, kw, in_ch, out_ch)`` and bias ``b`` of shape ``(1, 1, 1, out_ch)`` created on the first
 forward, gradients in ``self.gradients`` accumulated with ``+=``, every input appended to
 ``self.X`` and a backward that walks all of them. ``Dropout`` draws its mask from the global
-numpy RNG. ``affine_*`` / ``conv_*`` are cs231n-style function pairs.
+numpy RNG. ``affine_*`` / ``conv_*`` are cs231n-style function pairs. ``Dense`` follows
+ML-From-Scratch: weights in attributes ``W`` / ``w0``, each with its own copy of an optimizer
+(``StochasticGradientDescent``) that backward hands the gradient to.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -26,7 +30,9 @@ class NHWCConv2D:
         pad: int = 0,
         seed: int = 0,
         flip_dW: bool = False,
+        dtype: Any = np.float64,
     ) -> None:
+        self.dtype = np.dtype(dtype)
         self.out_ch = out_ch
         self.kernel_shape = kernel_shape
         self.stride = stride
@@ -43,6 +49,7 @@ class NHWCConv2D:
         fr, fc = self.kernel_shape
         W = rng.normal(scale=1.0 / np.sqrt(fr * fc * in_ch), size=(fr, fc, in_ch, self.out_ch))
         b = rng.normal(scale=0.1, size=(1, 1, 1, self.out_ch))
+        W, b = W.astype(self.dtype), b.astype(self.dtype)
         self.parameters = {"W": W, "b": b}
         self.gradients = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
         self.is_initialized = True
@@ -162,3 +169,57 @@ def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     return dout * (cache > 0)
+
+
+class StochasticGradientDescent:
+    """ML-From-Scratch's SGD with momentum: ``update`` returns new weights (a new array)."""
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0) -> None:
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.w_updt: np.ndarray | None = None
+
+    def update(self, w: np.ndarray, grad_wrt_w: np.ndarray) -> np.ndarray:
+        if self.w_updt is None:
+            self.w_updt = np.zeros(np.shape(w))
+        self.w_updt = self.momentum * self.w_updt + (1 - self.momentum) * grad_wrt_w
+        return w - self.learning_rate * self.w_updt
+
+
+class Dense:
+    """A fully connected layer in ML-From-Scratch's style: ``forward_pass`` /
+    ``backward_pass``, and backward updates the weights through the optimizers."""
+
+    def __init__(
+        self, n_units: int, input_shape: tuple[int], seed: int = 0, mean_grad_w: bool = False
+    ) -> None:
+        self.layer_input: np.ndarray | None = None
+        self.input_shape = input_shape
+        self.n_units = n_units
+        self.trainable = True
+        self.seed = seed
+        self.mean_grad_w = mean_grad_w  # a planted bug: grad_w averaged over the batch
+
+    def initialize(self, optimizer: StochasticGradientDescent) -> None:
+        rng = np.random.default_rng(self.seed)
+        limit = 1 / math.sqrt(self.input_shape[0])
+        self.W = rng.uniform(-limit, limit, (self.input_shape[0], self.n_units))
+        self.w0 = rng.uniform(-limit, limit, (1, self.n_units))  # nonzero: b's effect shows
+        self.W_opt = copy.copy(optimizer)
+        self.w0_opt = copy.copy(optimizer)
+
+    def forward_pass(self, X: np.ndarray, training: bool = True) -> np.ndarray:
+        self.layer_input = X
+        return X.dot(self.W) + self.w0
+
+    def backward_pass(self, accum_grad: np.ndarray) -> np.ndarray:
+        W = self.W  # the weights forward used: the gradient goes back through them
+        if self.trainable:
+            assert self.layer_input is not None
+            grad_w = self.layer_input.T.dot(accum_grad)
+            if self.mean_grad_w:
+                grad_w = grad_w / accum_grad.shape[0]
+            grad_w0 = np.sum(accum_grad, axis=0, keepdims=True)
+            self.W = self.W_opt.update(self.W, grad_w)
+            self.w0 = self.w0_opt.update(self.w0, grad_w0)
+        return accum_grad.dot(W.T)

@@ -13,7 +13,9 @@ Two adapters bring other styles to it:
 * :class:`LayerAdapter` -- a class layer with other conventions: NHWC layout, parameters
   created on the first forward, gradient dicts with other names or shapes, gradients
   accumulated with ``+=``, caches that must be cleared before each call, a global-RNG
-  dropout mask that must be the same in every call. Each difference is one keyword.
+  dropout mask that must be the same in every call, parameters read from attributes
+  (``set_params=``, so a float32 layer can be differenced in float64), gradients handed to
+  an optimizer inside backward (``optimizers=``). Each difference is one keyword.
 
 Plain functions with a vector-Jacobian product need no adapter: use
 :func:`checks.check_vjp`.
@@ -36,6 +38,17 @@ appended to ``layer.X``:
 ...     accumulates=True,
 ... )
 >>> check_layer(layer, x)                                               # doctest: +SKIP
+
+A float32 layer keeping its weights in attributes, differenced in float64 (``set_params``
+hands it the checker's float64 copies), and an ML-From-Scratch-style layer whose backward
+passes its gradients to optimizers (``self.W = self.W_opt.update(self.W, grad_w)``):
+
+>>> LayerAdapter(dense32, params=lambda l: {"W": l.W, "b": l.b},       # doctest: +SKIP
+...              grads=lambda l: {"W": l.dW, "b": l.db},
+...              set_params=lambda l, name, a: setattr(l, name, a))
+>>> LayerAdapter(mlfs_dense, forward="forward_pass",                  # doctest: +SKIP
+...              backward="backward_pass", params=lambda l: {"W": l.W, "w0": l.w0},
+...              optimizers={"W": "W_opt", "w0": "w0_opt"})
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ import numpy as np
 __all__ = ["FunctionLayer", "LayerAdapter", "from_functions"]
 
 ParamsHook = Callable[[Any], Mapping[str, np.ndarray]]
+ParamsSetter = Callable[[Any, str, np.ndarray], None]
 
 
 def _as_array_dict(value: Any, what: str) -> dict[str, np.ndarray]:
@@ -197,6 +211,58 @@ def _call(hook: Callable[..., Any] | str, layer: Any, *args: Any) -> Any:
     return hook(layer, *args)
 
 
+class _WriteThroughParams(dict[str, np.ndarray]):
+    """The adapter's ``params`` when ``set_params`` is given: binding an entry (the checker
+    puts float64 copies in, and its arrays back) also hands the array to the layer."""
+
+    def __init__(
+        self,
+        items: Mapping[str, np.ndarray],
+        layer: Any,
+        setter: ParamsSetter,
+        hook: ParamsHook,
+    ) -> None:
+        super().__init__(items)
+        self._layer = layer
+        self._setter = setter
+        self._hook = hook
+
+    def __setitem__(self, name: str, arr: np.ndarray) -> None:
+        if name in self and dict.__getitem__(self, name) is arr:
+            return  # the layer already reads it (the checker re-binds after each evaluation)
+        if name not in self:
+            raise KeyError(f"set_params: {name!r} is not a parameter name ({sorted(self)})")
+        self._setter(self._layer, name, arr)
+        now = _as_array_dict(self._hook(self._layer), "params(layer)").get(name)
+        if arr.size and (now is None or not np.shares_memory(now, arr)):
+            raise ValueError(
+                f"set_params(layer, {name!r}, array) did not make the layer read the array: "
+                f"params(layer)[{name!r}] does not share memory with it afterwards (bind the "
+                f"array, or a view of it in the layer's layout, where the params hook reads "
+                f"{name!r})"
+            )
+        super().__setitem__(name, arr)
+
+
+class _Recorder:
+    """Stands in for a layer's optimizer during backward: ``update(w, grad)`` keeps ``grad``
+    and returns ``w`` unchanged."""
+
+    def __init__(self, name: str, attr: str, captured: dict[str, np.ndarray]) -> None:
+        self._name = name
+        self._attr = attr
+        self._captured = captured
+
+    def update(self, w: Any, grad: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._name in self._captured:
+            raise RuntimeError(
+                f"{self._attr}.update was called twice in one backward (the gradient of "
+                f"{self._name!r} would be applied twice)"
+            )
+        self._captured[self._name] = np.array(grad, copy=True)  # the layer may reuse it
+        return w
+
+
 class LayerAdapter:
     """Present a class layer with other conventions through the checker's layer protocol.
 
@@ -233,13 +299,44 @@ class LayerAdapter:
         previous state afterwards, so a layer that draws from ``np.random`` (dropout) draws
         the same mask in every call. For a layer with its own ``Generator``, use
         ``reset=lambda l: setattr(l, "rng", np.random.default_rng(0))`` instead.
+    set_params : callable, optional
+        ``set_params(layer, name, array)``: make the layer read ``array`` as parameter
+        ``name`` from now on. ``array`` has the shape the ``params`` hook gives ``name`` (the
+        checker's view); bind it, or a view of it in the layer's own layout, where the hook
+        reads it: ``lambda l, n, a: setattr(l, n, a)`` for ``params=lambda l: {"W": l.W,
+        ...}``; ``lambda l, n, a: l.parameters.__setitem__("W", a.transpose(2, 3, 1, 0))``
+        for a hook that returned ``l.parameters["W"].transpose(3, 2, 0, 1)``. With it,
+        ``adapter.params`` writes through: the checker's rebinding of an entry (a float64
+        copy for a float32 layer, ``precision="auto"``; its own array back afterwards)
+        reaches the layer, and after each call the hook must return an array sharing memory
+        with ``array``. Without it, only a layer whose own ``params`` dict is the adapter's
+        (no ``params`` hook) sees a rebinding, and a float32 layer is differenced in its
+        own precision. The layer's original arrays are put back through it, so after a
+        check it reads its original memory (a hook's view of it, where the hook transposes).
+    optimizers : mapping str -> str, optional
+        For layers that hand their gradients to an optimizer inside backward
+        (ML-From-Scratch: ``self.W = self.W_opt.update(self.W, grad_w)``): parameter name ->
+        name of the layer's attribute holding that parameter's optimizer (``{"W": "W_opt",
+        "w0": "w0_opt"}``), one per parameter. During each backward those attributes hold a
+        recorder whose ``update(w, grad)`` keeps a copy of ``grad`` and returns ``w``
+        unchanged; the optimizers are put back afterwards, untouched. The weights stay as
+        they were, and ``grads`` is what the recorders received (the gradient of one call;
+        a parameter whose optimizer was not called is missing, which the check reports).
+        ``grad`` must have the shape of ``params[name]``: a ``params`` hook may not
+        transpose these parameters. Replaces ``grads`` and ``accumulates``.
 
     Raises
     ------
     ValueError
         On an unknown ``layout``; when a ``params`` hook returns copies (the check calls the
         hook twice and requires both results to share memory) or arrays that are not
-        writeable; when ``params`` names differ from ``grads`` names after a backward.
+        writeable; when ``params`` names differ from ``grads`` names after a backward; when
+        ``set_params`` did not make the layer read the array it was given; when
+        ``optimizers`` names differ from ``params`` names, a recorded gradient's shape
+        differs from its parameter's, or an optimizer attribute has no ``update``.
+    TypeError
+        On ``optimizers`` together with ``grads`` or ``accumulates``; on a ``set_params``
+        that is not callable.
 
     Notes
     -----
@@ -261,6 +358,8 @@ class LayerAdapter:
         reset: Callable[[Any], None] | None = None,
         accumulates: bool = False,
         seed: int | None = None,
+        set_params: ParamsSetter | None = None,
+        optimizers: Mapping[str, str] | None = None,
     ) -> None:
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
@@ -274,6 +373,19 @@ class LayerAdapter:
                 raise TypeError(f"{name} must be a method name or a callable, got {hook!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if set_params is not None and not callable(set_params):
+            raise TypeError(f"set_params must be callable, got {set_params!r}")
+        if optimizers is not None:
+            if grads is not None or accumulates:
+                raise TypeError(
+                    "optimizers= captures the gradients: give it without grads= or accumulates="
+                )
+            if not isinstance(optimizers, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in optimizers.items()
+            ):
+                raise TypeError(
+                    f"optimizers must map parameter names to attribute names, got {optimizers!r}"
+                )
         self.layer = layer
         self.layout = layout
         self._params_hook: ParamsHook = params or (lambda l: l.params)
@@ -283,10 +395,33 @@ class LayerAdapter:
         self._reset = reset
         self.accumulates = bool(accumulates)
         self.seed = seed
+        self.optimizers = dict(optimizers) if optimizers is not None else None
+        self.captured: dict[str, np.ndarray] = {}
         self.__name__ = type(layer).__name__
         if example_input is not None:
             self.forward(np.asarray(example_input))
-        self.params = self._read_params()
+        read = self._read_params()
+        self.params: dict[str, np.ndarray]
+        if set_params is not None:
+            self.params = _WriteThroughParams(read, layer, set_params, self._params_hook)
+        elif params is None and isinstance(getattr(layer, "params", None), dict):
+            # the layer's own dict: an entry the checker rebinds is what the layer reads
+            self.params = layer.params
+        else:
+            self.params = read
+        if self.optimizers is not None:
+            if set(self.optimizers) != set(self.params):
+                raise ValueError(
+                    f"optimizers names {sorted(self.optimizers)} differ from params names "
+                    f"{sorted(self.params)}: give one optimizer attribute per parameter"
+                )
+            for attr in self.optimizers.values():
+                if not callable(getattr(getattr(layer, attr, None), "update", None)):
+                    raise ValueError(
+                        f"{type(layer).__name__}.{attr} has no update method (optimizers= "
+                        f"names the attributes holding each parameter's optimizer; if they are "
+                        f"created lazily, pass example_input=)"
+                    )
 
     def __repr__(self) -> str:
         return f"LayerAdapter({self.__name__}, layout={self.layout!r})"
@@ -308,7 +443,17 @@ class LayerAdapter:
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        """The layer's gradients under the checker's names (read through the hook)."""
+        """The layer's gradients under the checker's names (read through the hook, or what the
+        optimizers received in the last backward with ``optimizers=``)."""
+        if self.optimizers is not None:
+            for name, g in self.captured.items():
+                if g.shape != self.params[name].shape:
+                    raise ValueError(
+                        f"{self.optimizers[name]}.update received a gradient of shape "
+                        f"{g.shape} for {name!r}, whose params view has shape "
+                        f"{self.params[name].shape}"
+                    )
+            return dict(self.captured)
         grads = _as_array_dict(self._grads_hook(self.layer), "grads(layer)")
         if set(grads) != set(self.params):
             raise ValueError(
@@ -336,5 +481,17 @@ class LayerAdapter:
         if self.accumulates:
             for arr in _as_array_dict(self._grads_hook(self.layer), "grads(layer)").values():
                 arr[...] = 0
-        dx = _call(self._backward, self.layer, _to_layer(np.asarray(dy), self.layout))
+        dy_layer = _to_layer(np.asarray(dy), self.layout)
+        if self.optimizers is None:
+            dx = _call(self._backward, self.layer, dy_layer)
+        else:
+            self.captured = {}
+            saved = {attr: getattr(self.layer, attr) for attr in self.optimizers.values()}
+            try:
+                for name, attr in self.optimizers.items():
+                    setattr(self.layer, attr, _Recorder(name, attr, self.captured))
+                dx = _call(self._backward, self.layer, dy_layer)
+            finally:
+                for attr, opt in saved.items():
+                    setattr(self.layer, attr, opt)
         return _from_layer(np.asarray(dx), self.layout)

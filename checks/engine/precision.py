@@ -100,7 +100,11 @@ def probe(
         eps64 = tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps
         for name, big, step, native in probes:
             if not same(target.eval_replace(name, big.astype(np.float64), what), native):
-                raise _NoPromotion(f"forward did not follow a float64 {name} (a cached copy?)")
+                raise _NoPromotion(
+                    f"forward did not follow a float64 {name} put in its place: it reads "
+                    f"another array (its own attribute, or a copy it cached; behind "
+                    f"LayerAdapter, set_params= hands the copy to the layer)"
+                )
             t64 = target.value(name)
             q = [
                 (target.eval_replace(name, t64 + tau * step, what) - y_p) / tau
