@@ -39,11 +39,22 @@ def x():
 
 def bad():
     return KernelNotFlipped(2, 3, 2, seed=0)
+
+
+class MutatesInput(cnn_ref.Dense):
+    def forward(self, x):
+        y = super().forward(x)
+        x *= 2.0
+        return y
+
+
+def mutates():
+    return MutatesInput(4, 2, seed=0)
 """
 
 SESSION = """
 import pytest
-from my_layers import KernelNotFlipped, x
+from my_layers import KernelNotFlipped, MutatesInput, x
 import cnn_ref
 
 
@@ -59,6 +70,10 @@ def test_two_checks(gradcheck):
 
 def test_bad(gradcheck):
     gradcheck(KernelNotFlipped(2, 3, 2, seed=0), x())
+
+
+def test_contract(gradcheck):
+    gradcheck(MutatesInput(4, 2, seed=0), x().reshape(2, -1)[:, :4])
 """
 
 
@@ -216,13 +231,15 @@ def test_plugin_writes_one_page_of_every_check(pytester: pytest.Pytester, worker
     (stale / "old-session.json").write_text('{"test_id": "stale", "report": {"ok": true}}')
     args = ["-p", "no:cacheprovider", "--gradcheck-html", "out"]
     result = pytester.runpytest(*args, *(["-n", workers] if workers else []))
-    result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines(["*gradcheck: 6 check(s) in the HTML report in out*index.html"])
-    doc = parse((pytester.path / "out" / "index.html").read_text(encoding="utf-8"))
+    result.assert_outcomes(passed=4, failed=2)
+    result.stdout.fnmatch_lines(["*gradcheck: 7 check(s) in the HTML report in out*index.html"])
+    page = (pytester.path / "out" / "index.html").read_text(encoding="utf-8")
+    doc = parse(page)
     assert doc.headers == HEADERS
     ids = [row[0] for row in doc.rows]
     assert ids == [
         "test_session.py::test_bad",
+        "test_session.py::test_contract",
         "test_session.py::test_good[0]",
         "test_session.py::test_good[1]",
         "test_session.py::test_good[2]",
@@ -230,32 +247,44 @@ def test_plugin_writes_one_page_of_every_check(pytester: pytest.Pytester, worker
         "test_session.py::test_two_checks",
     ]
     assert [row[1] for row in doc.rows][-2:] == ["Dense", "Conv2D"]  # in the order they ran
-    assert [row[2] for row in doc.rows] == ["FAIL"] + ["PASS"] * 5
-    assert len(doc.pres) == 1 and "rot180" in doc.pres[0]
-    assert len(doc.images) == 1 and _png_of_image(doc.images[0])[:8] == PNG_MAGIC
+    assert [row[2] for row in doc.rows] == ["FAIL", "CONTRACT"] + ["PASS"] * 5
+    assert len(doc.pres) == 2 and "rot180" in doc.pres[0]
+    assert "mutate" in doc.pres[1] or "modif" in doc.pres[1], doc.pres[1]
+    pngs = [_png_of_image(img) for img in doc.images]
+    assert pngs and all(png[:8] == PNG_MAGIC for png in pngs)
+    assert 'alt="heatmap of the per-element error of test_session.py::test_bad"' in page
 
 
 def test_plugin_writes_no_page_without_the_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(my_layers=LAYERS, test_session=SESSION)
     result = pytester.runpytest("-p", "no:cacheprovider", "-k", "good")
-    result.assert_outcomes(passed=3, deselected=2)
+    result.assert_outcomes(passed=3, deselected=3)
     assert not list(pytester.path.rglob("index.html"))
 
 
+@pytest.mark.parametrize("workers", [None, "2"], ids=["serial", "xdist"])
 def test_pytest_html_rows_carry_the_failing_checks_message_and_heatmap(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, workers: Any
 ) -> None:
     pytest.importorskip("pytest_html")
     pytest.importorskip("matplotlib")
+    if workers:
+        pytest.importorskip("xdist")
     pytester.makepyfile(my_layers=LAYERS, test_session=SESSION)
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "-k", "bad or good", "--html=r.html", "--self-contained-html"
-    )
-    result.assert_outcomes(passed=3, failed=1, deselected=1)
+    tests = ["test_session.py::test_bad", "test_session.py::test_good"]
+    args = ["-p", "no:cacheprovider", *tests, "--html=r.html", "--self-contained-html"]
+    result = pytester.runpytest(*args, *(["-n", workers] if workers else []))
+    result.assert_outcomes(passed=3, failed=1)
     page = (pytester.path / "r.html").read_text(encoding="utf-8")
-    assert "gradcheck 1: message" in page and "gradcheck 1" in page
-    assert "rot180" in page
-    assert "data:image/png;base64," in page
+    assert "gradcheck 1: message" in page
+    assert (
+        "rot180"
+        in base64.b64decode(
+            re.search(r"data:text/plain;charset=utf-8;base64,([A-Za-z0-9+/=]+)", page).group(1)  # type: ignore[union-attr]
+        ).decode()
+    )
+    assert re.search(r"gradcheck 1&#34;, &#34;format_type&#34;: &#34;image", page)
+    assert "data:image/png;base64,iVBORw0KGgo" in page  # the PNG magic, base64-encoded
     assert "gradcheck 2" not in page  # one failing check, passing tests get no extras
 
 
@@ -279,6 +308,18 @@ def test_cli_html_writes_the_page_of_one_check(tmp_path: Path) -> None:
     assert len(doc.pres) == 1 and "rot180" in doc.pres[0]
     assert "Reproduce:" in doc.pres[0] and "python -m checks layer" in doc.pres[0]
     assert len(doc.images) == 1 and _png_of_image(doc.images[0])[:8] == PNG_MAGIC
+
+
+def test_cli_html_of_a_broken_contract(tmp_path: Path) -> None:
+    from checks.doors.cli import main
+
+    (tmp_path / "my_layers.py").write_text(LAYERS)
+    out = tmp_path / "check.html"
+    target = f"{tmp_path / 'my_layers.py'}:mutates"
+    assert main(["layer", target, "--input-shape", "3,4", "--html", str(out)]) == 2
+    doc = parse(out.read_text(encoding="utf-8"))
+    assert [row[:3] for row in doc.rows] == [[target, "MutatesInput", "CONTRACT"]]
+    assert len(doc.pres) == 1
 
 
 def test_cli_html_to_an_unwritable_place_is_a_usage_error(tmp_path: Path) -> None:

@@ -501,7 +501,7 @@ def _write_html(report: Any, target: str, html_path: str | None) -> None:
     if not report.ok:
         from checks.report.plotting import plot_png
 
-        with contextlib.suppress(ImportError):
+        with contextlib.suppress(ImportError, ValueError):  # no matplotlib / nothing to draw
             png = plot_png(report)
     page = render_html([make_entry(target, report, png)], title=f"Gradient check of {target}")
     try:
