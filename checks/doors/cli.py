@@ -9,7 +9,8 @@ Subcommands
     full failure message with its hints. Before checking, the memory the check needs (the
     layer's tensors and :func:`checks.engine.memory.budget` of them, ~9x) is compared with the
     memory available (or ``--max-memory``); when it would not fit, one line says how much
-    it needs and the command exits 2.
+    it needs and the command exits 2. ``--json PATH``, ``--plot PATH`` and ``--html FILE``
+    write the report as JSON, its heatmap, and a self-contained HTML page of the check.
 ``audit [--json PATH]``
     The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.audit.derivations``).
 ``selftest``
@@ -202,6 +203,12 @@ def _build_parser() -> _Parser:
     )
     layer.add_argument("--json", metavar="PATH", default=None, help="write the report as JSON")
     layer.add_argument("--plot", metavar="PATH", default=None, help="write a PNG heatmap")
+    layer.add_argument(
+        "--html",
+        metavar="FILE",
+        default=None,
+        help="write a self-contained HTML page of the check (with the heatmap on a mismatch)",
+    )
     layer.add_argument("--debug", action="store_true", help="show tracebacks")
 
     audit = sub.add_parser("audit", help="the audit of eq. (1)-(20) of docs/derivation.md")
@@ -426,6 +433,7 @@ def _run_layer(args: argparse.Namespace) -> int:
         out.print(text, markup=False, highlight=False, soft_wrap=True)
     if report is not None:
         _write_outputs(report, args.json, args.plot)
+        _write_html(report, args.target, args.html)
     if code == 2 and failure is not None:
         problems = list(getattr(report, "problems", None) or [])
         lines = str(failure).strip().splitlines()
@@ -480,6 +488,26 @@ def _write_outputs(report: Any, json_path: str | None, plot_path: str | None) ->
             raise UsageError(str(exc)) from exc
         except OSError as exc:
             raise UsageError(f"cannot write --plot {plot_path!r}: {exc}") from exc
+
+
+def _write_html(report: Any, target: str, html_path: str | None) -> None:
+    """``--html FILE``: the page of ``checks.report.html`` for this one check (the heatmap
+    of a failing one when matplotlib is there)."""
+    if not html_path:
+        return
+    from checks.report.html import make_entry, render_html
+
+    png = None
+    if not report.ok:
+        from checks.report.plotting import plot_png
+
+        with contextlib.suppress(ImportError, ValueError):  # no matplotlib / nothing to draw
+            png = plot_png(report)
+    page = render_html([make_entry(target, report, png)], title=f"Gradient check of {target}")
+    try:
+        Path(html_path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write --html {html_path!r}: {exc}") from exc
 
 
 def _delegate(module: str, function: str) -> Callable[..., int]:

@@ -9,6 +9,17 @@ Options
     Write every report produced through the fixture to ``DIR`` as JSON (``Report.to_json()``).
 ``--gradcheck-plots DIR``
     Write a PNG heatmap of the per-element error for every failing report to ``DIR``.
+``--gradcheck-html DIR``
+    Write ``DIR/index.html``: one self-contained page listing every check of the session
+    (test id, layer, verdict, coverage, max relative error, forward calls, time) with each
+    failing check's message and heatmap embedded. Works under pytest-xdist: every check writes
+    a fragment to ``DIR/.fragments``, and the controller builds the page at the end of the
+    session (and clears old fragments at its start).
+
+pytest-html
+-----------
+When pytest-html is active (``--html=report.html``), each failing check's message and heatmap
+are attached to its test's row as pytest-html extras.
 
 Marker
 ------
@@ -52,6 +63,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write a PNG heatmap of the per-element error of every failing check into DIR",
     )
+    group.addoption(
+        "--gradcheck-html",
+        metavar="DIR",
+        default=None,
+        help="write DIR/index.html: every check of the session, failing ones with their "
+        "message and heatmap (works under pytest-xdist)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,6 +78,53 @@ def pytest_configure(config: pytest.Config) -> None:
         "gradcheck(**defaults): defaults for the gradcheck fixture in this test "
         "(method, coverage, rtol, atol, seed, batch_axis, dy)",
     )
+    html_dir = config.getoption("--gradcheck-html")
+    if html_dir and not hasattr(config, "workerinput"):  # the controller, before any worker
+        from checks.report.html import clear_fragments
+
+        clear_fragments(html_dir)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Build ``--gradcheck-html DIR/index.html`` from every check's fragment (on the
+    controller only: an xdist worker has ``config.workerinput`` and its own fragments)."""
+    config = session.config
+    html_dir = config.getoption("--gradcheck-html")
+    if html_dir and not hasattr(config, "workerinput"):
+        from checks.report.html import write_index
+
+        write_index(html_dir, title="Gradient checks of the test session")
+
+
+_CHECKER = pytest.StashKey["GradChecker"]()
+
+
+def _pytest_html_active(config: pytest.Config) -> bool:
+    return bool(config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach each failing check's message and heatmap to the test's pytest-html row."""
+    outcome = yield
+    rep = outcome.get_result()
+    checker = item.stash.get(_CHECKER, None)
+    if rep.when != "call" or checker is None or not checker.failures:
+        return
+    if not _pytest_html_active(item.config):
+        return
+    try:
+        from pytest_html import extras
+    except ImportError:  # pragma: no cover - the plugin is active, so it imports
+        return
+    import base64
+
+    found = list(getattr(rep, "extras", None) or [])
+    for k, (report, png) in enumerate(checker.failures, 1):
+        found.append(extras.text(str(report), name=f"gradcheck {k}: message"))
+        if png:
+            found.append(extras.png(base64.b64encode(png).decode("ascii"), name=f"gradcheck {k}"))
+    rep.extras = found
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -67,10 +132,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for option, what, pattern in (
         ("--gradcheck-json", "report(s)", "*.json"),
         ("--gradcheck-plots", "heatmap(s) of failing checks", "*.png"),
+        ("--gradcheck-html", "check(s) in the HTML report", ".fragments/*.json"),
     ):
         where = config.getoption(option)
         if where and Path(where).is_dir():
             count = len(list(Path(where).glob(pattern)))
+            if option == "--gradcheck-html":
+                where = str(Path(where) / "index.html")
             terminalreporter.write_line(f"gradcheck: {count} {what} in {where}")
 
 
@@ -97,6 +165,10 @@ class GradChecker:
         The test's node id; names the files written.
     json_dir, plot_dir : Path or None
         Where to write reports (every one) and heatmaps (failures only).
+    html_dir : Path or None
+        Where to write this test's fragments of the session's HTML page.
+    keep_png : bool
+        Keep each failing check's heatmap in ``failures`` (for pytest-html extras).
     """
 
     def __init__(
@@ -105,6 +177,8 @@ class GradChecker:
         nodeid: str,
         json_dir: Path | None = None,
         plot_dir: Path | None = None,
+        html_dir: Path | None = None,
+        keep_png: bool = False,
     ) -> None:
         unknown = sorted(set(defaults) - set(_DEFAULT_KEYS))
         if unknown:
@@ -116,7 +190,10 @@ class GradChecker:
         self.nodeid = nodeid
         self.json_dir = json_dir
         self.plot_dir = plot_dir
+        self.html_dir = html_dir
+        self.keep_png = keep_png
         self.reports: list[Any] = []
+        self.failures: list[tuple[Any, bytes | None]] = []
 
     # -- running -------------------------------------------------------------------------
     def _record(self, report: Any, failed: bool) -> None:
@@ -125,11 +202,26 @@ class GradChecker:
         if self.json_dir is not None:
             self.json_dir.mkdir(parents=True, exist_ok=True)
             (self.json_dir / f"{stem}.json").write_text(report.to_json())
-        if failed and self.plot_dir is not None:
-            from checks.report.plotting import plot_report
+        png = None
+        if failed and (self.plot_dir is not None or self.html_dir is not None or self.keep_png):
+            from checks.report.plotting import plot_png
 
+            try:
+                png = plot_png(report)
+            except (ImportError, ValueError):  # no matplotlib, or no tensor to draw
+                if self.plot_dir is not None:  # asked for explicitly: say what is missing
+                    raise
+        if failed:
+            self.failures.append((report, png))
+        if png is not None and self.plot_dir is not None:
             self.plot_dir.mkdir(parents=True, exist_ok=True)
-            plot_report(report, self.plot_dir / f"{stem}.png")
+            (self.plot_dir / f"{stem}.png").write_bytes(png)
+        if self.html_dir is not None:
+            from checks.report.html import make_entry, write_fragment
+
+            entry = make_entry(self.nodeid, report, png)
+            entry["seq"] = len(self.reports)
+            write_fragment(self.html_dir, stem, entry)
 
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -225,9 +317,14 @@ def gradcheck(request: pytest.FixtureRequest) -> GradChecker:
     config = request.config
     json_opt = config.getoption("--gradcheck-json")
     plot_opt = config.getoption("--gradcheck-plots")
-    return GradChecker(
+    html_opt = config.getoption("--gradcheck-html")
+    checker = GradChecker(
         defaults,
         request.node.nodeid,
         json_dir=Path(json_opt) if json_opt else None,
         plot_dir=Path(plot_opt) if plot_opt else None,
+        html_dir=Path(html_opt) if html_opt else None,
+        keep_png=_pytest_html_active(config),
     )
+    request.node.stash[_CHECKER] = checker
+    return checker

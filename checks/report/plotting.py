@@ -13,14 +13,14 @@ matplotlib is an optional dependency (the ``plot`` extra). This module draws on 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from checks.report.data import Report, TensorReport
 
-__all__ = ["error_ratio", "plot_report"]
+__all__ = ["error_ratio", "plot_png", "plot_report"]
 
 _MAX_ROWS = 8
 _MAX_COLS = 8
@@ -95,7 +95,16 @@ def _label(name: str, shape: tuple[int, ...], r: int, c: int) -> str:
     return f"{name}[{', '.join(str(int(i)) for i in lead)}, {c}]"
 
 
-def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
+def plot_png(report: Report) -> bytes:
+    """The PNG of :func:`plot_report` as bytes, drawn in memory (for pages that embed it)."""
+    import io
+
+    buffer = io.BytesIO()
+    plot_report(report, buffer)
+    return buffer.getvalue()
+
+
+def plot_report(report: Report, path: str | os.PathLike[str] | IO[bytes]) -> None:
     """Write a PNG heatmap of the per-element error of each failing tensor to ``path``.
 
     Parameters
@@ -104,7 +113,7 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
         A report from :func:`checks.check_layer` / :func:`checks.check_vjp` (also the
         ``.report`` of a ``GradientMismatchError``). When no tensor failed, every tensor is
         drawn, so the file always shows what was checked.
-    path : str or path-like
+    path : str, path-like or binary file object
         Where to write the PNG (parent directories must exist).
 
     Raises
@@ -195,7 +204,8 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> None:
         bar = fig.colorbar(image, cax=cax)
         bar.set_label("log10(|analytic - numerical| / tol)")
     fig.suptitle(title, fontsize=10, y=1.0 - 0.2 / fig.get_figheight(), va="top")
-    fig.savefig(os.fspath(path), format="png", dpi=80)
+    target = path if hasattr(path, "write") else os.fspath(path)
+    fig.savefig(target, format="png", dpi=80)
 
 
 def _fit_title(text: str, fig_w: float) -> str:
