@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _common = {
@@ -19,3 +20,22 @@ settings.register_profile("dev", max_examples=25, **_common)
 settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def _torch_missing() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``torch`` are skipped before they run when PyTorch is absent: a
+    Hypothesis test that skips from inside (``importorskip``) first prints every explicit
+    example it was given ("Failing explicit example: ..." with whole arrays)."""
+    marked = [item for item in items if item.get_closest_marker("torch")]
+    if marked and _torch_missing():
+        skip = pytest.mark.skip(reason="needs PyTorch (pip install the 'torch' extra)")
+        for item in marked:
+            item.add_marker(skip)

@@ -146,6 +146,7 @@ def test_kernel_gradient_is_rot180_of_valid_conv_eq14_only_for_true_convolution(
 # ------------------------------------------------------------------------------ PyTorch oracle
 
 
+@pytest.mark.torch
 @given(g=geometries(), convention=st.sampled_from(["conv", "xcorr"]), seed=seeds)
 @example(g=G_STRIDED, convention="xcorr", seed=0)
 @example(g=G_PAD_DIL, convention="conv", seed=2)
