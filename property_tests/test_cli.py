@@ -256,3 +256,38 @@ def test_the_reproduce_line_is_a_command_that_reproduces(layers_file: Path, tmp_
     assert json.loads(report.read_text())["reproduce"] == command
     assert main(shlex.split(command)[3:]) == 1
     capsys.readouterr()
+
+
+def test_x_from_a_file_and_factory_arguments(tmp_path: Path, capsys) -> None:
+    """x was always a random normal of --input-shape and factories took no arguments."""
+    import numpy as np
+
+    path = tmp_path / "fac.py"
+    path.write_text(
+        "import cnn_ref\n\n\ndef conv(c_in=2, c_out=3, k=2, activation='identity'):\n"
+        "    return cnn_ref.Conv2D(c_in, c_out, k, activation=activation, seed=0)\n"
+    )
+    x = np.random.default_rng(5).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "many.npz", x=x.astype(np.float64), other=np.ones(3))
+    report = tmp_path / "r.json"
+    args = ["layer", f"{path}:conv", "--arg", "c_in=4", "--arg", "activation=tanh"]
+    assert main([*args, "--input", str(tmp_path / "x.npy"), "--json", str(report)]) == 0
+    doc = json.loads(report.read_text())
+    assert doc["tensors"][0]["shape"] == [2, 4, 6, 6] and doc["tensors"][0]["dtype"] == "float32"
+    assert doc["tensors"][1]["shape"] == [3, 4, 2, 2]  # c_in=4 reached the factory
+    assert "--input" in doc["reproduce"] and "--arg c_in=4" in doc["reproduce"]
+    assert main([*args, "--input", str(tmp_path / "many.npz"), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["tensors"][0]["dtype"] == "float64"
+    capsys.readouterr()
+    # usage errors: one line, exit 2
+    np.savez(tmp_path / "two.npz", a=x, b=x)
+    for bad in (
+        [*args, "--input", str(tmp_path / "two.npz")],
+        [*args, "--input", str(tmp_path / "x.npy"), "--input-shape", "2,4,6,6"],
+        ["layer", f"{path}:conv", "--arg", "4", "--input-shape", "2,2,5,5"],
+        [*args, "--input", str(tmp_path / "missing.npy")],
+    ):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err

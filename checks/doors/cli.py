@@ -91,8 +91,9 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def load_target(target: str) -> Any:
-    """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds.
+def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds
+    (a factory is called with ``kwargs``, the ``--arg`` values).
 
     Raises
     ------
@@ -124,11 +125,13 @@ def load_target(target: str) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise UsageError(f"{where!r} has no attribute {attr!r}") from None
+    if kwargs and _is_layer(obj):
+        raise UsageError(f"{target} is a layer, not a factory: --arg has nothing to pass to")
     if not _is_layer(obj):
         if not callable(obj):
             raise UsageError(f"{target} is neither a layer nor a callable factory")
         try:
-            obj = obj()
+            obj = obj(**(kwargs or {}))
         except Exception as exc:
             raise UsageError(f"factory {target} raised {type(exc).__name__}: {exc}") from exc
     if not _is_layer(obj):
@@ -173,8 +176,22 @@ def _build_parser() -> _Parser:
     layer.add_argument(
         "--input-shape",
         metavar="N,C,H,W",
-        default="2,3,8,8",
-        help="shape of x, comma-separated (default 2,3,8,8)",
+        default=None,
+        help="shape of a random normal x, comma-separated (default 2,3,8,8)",
+    )
+    layer.add_argument(
+        "--input",
+        metavar="FILE",
+        default=None,
+        help="x from a .npy file, or the array 'x' (or the only array) of a .npz file, "
+        "instead of a random normal x",
+    )
+    layer.add_argument(
+        "--arg",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="keyword argument for the factory, a Python literal (repeatable): --arg c_in=3",
     )
     layer.add_argument(
         "--dtype",
@@ -319,13 +336,63 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
         )
 
 
+def parse_args_kv(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["c_in=3", "activation='relu'"]`` -> ``{"c_in": 3, "activation": "relu"}``: each value
+    a Python literal, or taken as a string when it is not one (``activation=relu``)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--arg must be NAME=VALUE with NAME an identifier, got {pair!r}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
+def load_input(path: str) -> np.ndarray:
+    """x from ``--input``: a .npy array, or a .npz file's array ``x`` (or its only array)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--input {path}: no such file")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise UsageError(
+            f"--input {path}: not a .npy/.npz file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(data, np.ndarray):
+        x = data
+    else:
+        with data:
+            names = list(data.files)
+            if "x" in names:
+                x = data["x"]
+            elif len(names) == 1:
+                x = data[names[0]]
+            else:
+                raise UsageError(
+                    f"--input {path}: a .npz needs an array named 'x' (or exactly one array), "
+                    f"it holds {names}"
+                )
+    if x.dtype.kind != "f":
+        raise UsageError(f"--input {path}: x has dtype {x.dtype}, not a floating dtype")
+    return x
+
+
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command line that repeats this check (the options that differ from the defaults,
     and the dtype always: it may have been inferred)."""
     import shlex
 
-    cmd = ["python", "-m", "checks", "layer", args.target, "--input-shape", args.input_shape,
+    where = ["--input", args.input] if args.input else ["--input-shape", args.input_shape]
+    cmd = ["python", "-m", "checks", "layer", args.target, *where,
            "--dtype", args.dtype, "--seed", str(args.seed)]  # fmt: skip
+    for pair in args.arg:
+        cmd += ["--arg", pair]
     for flag, value, default in (
         ("--method", args.method, "auto"),
         ("--coverage", args.coverage, "auto"),
@@ -356,21 +423,30 @@ def infer_dtype(layer: Any) -> str:
 
 
 def _run_layer(args: argparse.Namespace) -> int:
-    shape = parse_shape(args.input_shape)
+    if args.input is not None and args.input_shape is not None:
+        raise UsageError("give --input FILE or --input-shape, not both")
+    given = load_input(args.input) if args.input is not None else None
+    if given is None:
+        args.input_shape = args.input_shape or "2,3,8,8"
+    shape = parse_shape(args.input_shape) if given is None else tuple(given.shape)
     limit = _memory_limit(args.max_memory)
-    layer = load_target(args.target)
+    layer = load_target(args.target, parse_args_kv(args.arg))
     from checks.doors.api import check_layer
     from checks.engine import memory
     from checks.report.errors import GradientMismatchError, LayerContractError
     from checks.report.messages import format_report
 
     if args.dtype is None:
-        args.dtype = infer_dtype(layer)
+        # a given x keeps its dtype; a random one takes the layer's
+        args.dtype = str(given.dtype) if given is not None else infer_dtype(layer)
     # before x exists: x and dx alone (the output and the parameters come after a forward)
     _fits(2 * int(np.prod(shape)) * np.dtype(args.dtype).itemsize, limit, "x and dx take")
     out = _console()
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal(shape).astype(args.dtype)
+    if given is not None:
+        x = given.astype(args.dtype, copy=False)  # --dtype given: cast as asked
+    else:
+        x = rng.standard_normal(shape).astype(args.dtype)
     try:
         y = layer.forward(x.copy())
     except Exception as exc:
