@@ -291,3 +291,48 @@ def test_x_from_a_file_and_factory_arguments(tmp_path: Path, capsys) -> None:
         assert main(bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1, err
+
+
+FUNCS = textwrap.dedent(
+    """
+    import numpy as np
+
+
+    def affine(x, w, b):
+        return np.tanh(x @ w + b)
+
+
+    def affine_vjp(dy, x, w, b):
+        g = dy * (1 - np.tanh(x @ w + b) ** 2)
+        return g @ w.T, x.T @ g, g.sum(axis=0)
+
+
+    def affine_vjp_mean_bias(dy, x, w, b):
+        g = dy * (1 - np.tanh(x @ w + b) ** 2)
+        return g @ w.T, x.T @ g, g.mean(axis=0)
+    """
+)
+
+
+def test_function_command_reads_named_inputs_from_an_npz(tmp_path: Path, capsys) -> None:
+    """Multi-input functions from the shell: the .npz's arrays by the function's argument
+    names, in any order in the file."""
+    import numpy as np
+
+    path = tmp_path / "fns.py"
+    path.write_text(FUNCS)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "args.npz", b=rng.standard_normal(3), x=rng.standard_normal((5, 4)),
+             w=rng.standard_normal((4, 3)))  # fmt: skip
+    report = tmp_path / "r.json"
+    base = ["function", f"{path}:affine"]
+    inp = ["--input", str(tmp_path / "args.npz"), "--json", str(report)]
+    assert main([*base, f"{path}:affine_vjp", *inp]) == 0
+    assert [t["shape"] for t in json.loads(report.read_text())["tensors"]] == [[5, 4], [4, 3], [3]]
+    assert main([*base, f"{path}:affine_vjp_mean_bias", *inp]) == 1
+    out = capsys.readouterr().out
+    assert "1/5" in out and "Reproduce: python -m checks function " in out
+    np.savez(tmp_path / "wrong.npz", x=np.ones((5, 4)), w=np.ones((4, 3)))
+    assert main([*base, f"{path}:affine_vjp", "--input", str(tmp_path / "wrong.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "the function takes ['x', 'w', 'b']" in err and len(err.strip().splitlines()) == 1

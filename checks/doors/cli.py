@@ -11,6 +11,10 @@ Subcommands
     memory available (or ``--max-memory``); when it would not fit, one line says how much
     it needs and the command exits 2. ``--json PATH``, ``--plot PATH`` and ``--html FILE``
     write the report as JSON, its heatmap, and a self-contained HTML page of the check.
+``function F VJP --input FILE``
+    Check ``VJP(dy, *inputs)`` (one gradient per input) against finite differences of
+    ``F(*inputs)`` (:func:`checks.check_vjp`), the inputs from a ``.npz`` with one array per
+    argument of ``F``, by name (or a ``.npy`` for a function of one array).
 ``audit [--json PATH]``
     The derivation audit of eq. (1)-(20) in docs/derivation.md (``checks.audit.derivations``).
 ``selftest``
@@ -158,6 +162,29 @@ def _is_layer(obj: Any) -> bool:
     )
 
 
+#: the options of every check command (layer, function): how to check, and where to write
+_SHARED_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--method", {"choices": METHODS, "default": "auto"}),
+    ("--coverage", {"choices": COVERAGES, "default": "auto"}),
+    ("--precision", {"choices": PRECISIONS, "default": "auto",
+                     "help": "auto: difference float32 layers in float64 when a probe allows "
+                     "(default)"}),
+    ("--seed", {"type": int, "default": 0, "help": "seed of x, dy and sampling"}),
+    ("--rtol", {"type": float, "default": None, "help": "override the derived tolerance"}),
+    ("--atol", {"type": float, "default": None, "help": "override the derived tolerance"}),
+    ("--batch-axis", {"type": int, "default": 0}),
+    ("--max-memory", {"metavar": "SIZE", "default": None,
+                      "help": "memory the check may use, e.g. 2GB or 512MiB (default: what the "
+                      "system reports available); refuse (exit 2) when the estimate exceeds it"}),
+    ("--json", {"metavar": "PATH", "default": None, "help": "write the report as JSON"}),
+    ("--plot", {"metavar": "PATH", "default": None, "help": "write a PNG heatmap"}),
+    ("--html", {"metavar": "FILE", "default": None,
+                "help": "write a self-contained HTML page of the check (with the heatmap on a "
+                "mismatch)"}),
+    ("--debug", {"action": "store_true", "help": "show tracebacks"}),
+)  # fmt: skip
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(
         prog="python -m checks",
@@ -199,35 +226,22 @@ def _build_parser() -> _Parser:
         default=None,
         help="dtype of x (default: the layer's parameters' dtype, float64 without parameters)",
     )
-    layer.add_argument("--method", choices=METHODS, default="auto")
-    layer.add_argument("--coverage", choices=COVERAGES, default="auto")
-    layer.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: difference float32 layers in float64 when a probe allows (default)",
-    )
-    layer.add_argument("--seed", type=int, default=0, help="seed of x, dy and sampling")
-    layer.add_argument("--rtol", type=float, default=None, help="override the derived tolerance")
-    layer.add_argument("--atol", type=float, default=None, help="override the derived tolerance")
-    layer.add_argument("--batch-axis", type=int, default=0)
-    layer.add_argument(
-        "--max-memory",
-        metavar="SIZE",
-        default=None,
-        help="memory the check may use, e.g. 2GB or 512MiB (default: what the system reports "
-        "available); refuse (exit 2) when the estimate exceeds it",
-    )
-    layer.add_argument("--json", metavar="PATH", default=None, help="write the report as JSON")
-    layer.add_argument("--plot", metavar="PATH", default=None, help="write a PNG heatmap")
-    layer.add_argument(
-        "--html",
-        metavar="FILE",
-        default=None,
-        help="write a self-contained HTML page of the check (with the heatmap on a mismatch)",
-    )
-    layer.add_argument("--debug", action="store_true", help="show tracebacks")
+    for flag, kw in _SHARED_OPTIONS:
+        layer.add_argument(flag, **kw)
 
+    function = sub.add_parser(
+        "function",
+        help="check a function and its vjp: python -m checks function pkg.mod:f pkg.mod:f_vjp "
+        "--input args.npz",
+        description="Check VJP(dy, *inputs) against finite differences of F(*inputs), the "
+        "inputs read from --input (a .npz with one array per argument of F, by name, or a .npy "
+        "for a function of one array).",
+    )
+    function.add_argument("target", metavar="F", help="package.module:name or file.py:name")
+    function.add_argument("vjp", metavar="VJP", help="vjp(dy, *inputs) -> one gradient each")
+    function.add_argument("--input", metavar="FILE", required=True, help=".npz or .npy")
+    for flag, kw in _SHARED_OPTIONS:
+        function.add_argument(flag, **kw)
     audit = sub.add_parser("audit", help="the audit of eq. (1)-(20) of docs/derivation.md")
     audit.add_argument("--json", metavar="PATH", default=None)
     audit.add_argument("--debug", action="store_true")
@@ -336,6 +350,64 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
         )
 
 
+def load_callable(target: str) -> Callable[..., Any]:
+    """Resolve ``module:attr`` or ``file.py:attr`` to the callable it names (F or VJP of the
+    ``function`` command)."""
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(
+            f"a function must be 'package.module:name' or 'path/to/file.py:name', got {target!r}"
+        )
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        obj: Any = _import_file(Path(where))
+    else:
+        try:
+            obj = importlib.import_module(where)
+        except Exception as exc:
+            raise UsageError(f"cannot import module {where!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{where!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise UsageError(f"{target} is not callable")
+    return obj
+
+
+def load_inputs(path: str, f: Callable[..., Any]) -> list[np.ndarray]:
+    """The inputs of ``f`` from ``--input``: a .npz's arrays by ``f``'s argument names (in
+    their order), or a .npy as its one input."""
+    import inspect
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--input {path}: no such file")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise UsageError(f"--input {path}: not a .npy/.npz file ({exc})") from exc
+    if isinstance(data, np.ndarray):
+        return [data]
+    with data:
+        arrays = {k: data[k] for k in data.files}
+    try:
+        names = [
+            n for n, prm in inspect.signature(f).parameters.items()
+            if prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD)
+        ]  # fmt: skip
+    except (TypeError, ValueError):
+        names = []
+    missing = [n for n in names if n not in arrays]
+    extra = sorted(set(arrays) - set(names))
+    if not names or missing or extra:
+        raise UsageError(
+            f"--input {path}: a .npz holds one array per argument of the function, by name; "
+            f"the function takes {names}, the file holds {sorted(arrays)}"
+        )
+    return [arrays[n] for n in names]
+
+
 def parse_args_kv(pairs: Sequence[str]) -> dict[str, Any]:
     """``["c_in=3", "activation='relu'"]`` -> ``{"c_in": 3, "activation": "relu"}``: each value
     a Python literal, or taken as a string when it is not one (``activation=relu``)."""
@@ -388,11 +460,15 @@ def reproduce_command(args: argparse.Namespace) -> str:
     and the dtype always: it may have been inferred)."""
     import shlex
 
-    where = ["--input", args.input] if args.input else ["--input-shape", args.input_shape]
-    cmd = ["python", "-m", "checks", "layer", args.target, *where,
-           "--dtype", args.dtype, "--seed", str(args.seed)]  # fmt: skip
-    for pair in args.arg:
-        cmd += ["--arg", pair]
+    if args.command == "function":
+        cmd = ["python", "-m", "checks", "function", args.target, args.vjp,
+               "--input", args.input, "--seed", str(args.seed)]  # fmt: skip
+    else:
+        where = ["--input", args.input] if args.input else ["--input-shape", args.input_shape]
+        cmd = ["python", "-m", "checks", "layer", args.target, *where,
+               "--dtype", args.dtype, "--seed", str(args.seed)]  # fmt: skip
+        for pair in args.arg:
+            cmd += ["--arg", pair]
     for flag, value, default in (
         ("--method", args.method, "auto"),
         ("--coverage", args.coverage, "auto"),
@@ -433,15 +509,12 @@ def _run_layer(args: argparse.Namespace) -> int:
     layer = load_target(args.target, parse_args_kv(args.arg))
     from checks.doors.api import check_layer
     from checks.engine import memory
-    from checks.report.errors import GradientMismatchError, LayerContractError
-    from checks.report.messages import format_report
 
     if args.dtype is None:
         # a given x keeps its dtype; a random one takes the layer's
         args.dtype = str(given.dtype) if given is not None else infer_dtype(layer)
     # before x exists: x and dx alone (the output and the parameters come after a forward)
     _fits(2 * int(np.prod(shape)) * np.dtype(args.dtype).itemsize, limit, "x and dx take")
-    out = _console()
     rng = np.random.default_rng(args.seed)
     if given is not None:
         x = given.astype(args.dtype, copy=False)  # --dtype given: cast as asked
@@ -459,6 +532,23 @@ def _run_layer(args: argparse.Namespace) -> int:
           "parameters and gradients take")  # fmt: skip
     del y, y_like
 
+    def run(options: dict[str, Any]) -> Any:
+        return check_layer(layer, x, **options)
+
+    def counting(update: Callable[[int], None]) -> Any:
+        return _counting_forward(layer, update)
+
+    return _check_and_report(args, f"on x {shape} {args.dtype}", run, counting)
+
+
+def _check_and_report(
+    args: argparse.Namespace,
+    what: str,
+    run: Callable[[dict[str, Any]], Any],
+    counting: Callable[[Callable[[int], None]], Any],
+) -> int:
+    """Run one check with a progress line, print its table and failure message (whose
+    Reproduce: line is this command), write --json/--plot/--html; return the exit status."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -467,6 +557,10 @@ def _run_layer(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
+    from checks.report.errors import GradientMismatchError, LayerContractError
+    from checks.report.messages import format_report
+
+    out = _console()
     options: dict[str, Any] = {
         "method": args.method,
         "coverage": args.coverage,
@@ -490,11 +584,11 @@ def _run_layer(args: argparse.Namespace) -> int:
         transient=True,
         disable=not err_console.is_terminal,  # no stray blank line when stderr is a file
     ) as progress:
-        task = progress.add_task(f"checking {args.target} on x {shape} {args.dtype}", total=None)
+        task = progress.add_task(f"checking {args.target} {what}", total=None)
         started = time.perf_counter()
-        with _counting_forward(layer, lambda n: progress.update(task, completed=n)):
+        with counting(lambda n: progress.update(task, completed=n)):
             try:
-                report = check_layer(layer, x, **options)
+                report = run(options)
             except GradientMismatchError as exc:
                 report, failure, code = exc.report, exc, 1
             except LayerContractError as exc:
@@ -514,10 +608,45 @@ def _run_layer(args: argparse.Namespace) -> int:
         problems = list(getattr(report, "problems", None) or [])
         lines = str(failure).strip().splitlines()
         first = problems[0] if problems else (lines[0] if lines else "contract error")
-        print(f"python -m checks layer: contract error: {_one_line(first)}", file=sys.stderr)
+        print(
+            f"python -m checks {args.command}: contract error: {_one_line(first)}",
+            file=sys.stderr,
+        )
     verdict = {0: "[bold green]PASS[/]", 1: "[bold red]MISMATCH[/]", 2: "[bold red]CONTRACT[/]"}
     out.print(f"{verdict[code]} {args.target} ({elapsed:.2f} s)")
     return code
+
+
+def _run_function(args: argparse.Namespace) -> int:
+    """``function F VJP --input FILE``: check_vjp with the inputs of a .npz by F's argument
+    names (or a .npy as its one input)."""
+    import inspect
+
+    f, vjp = load_callable(args.target), load_callable(args.vjp)
+    inputs = load_inputs(args.input, f)
+    limit = _memory_limit(args.max_memory)
+    _fits(2 * sum(a.nbytes for a in inputs), limit, "the inputs and their gradients take")
+    from checks.doors.api import check_vjp
+
+    calls = [0]
+
+    def counted(*xs: Any) -> Any:
+        calls[0] += 1
+        return f(*xs)
+
+    counted.__name__ = getattr(f, "__name__", "f")
+    counted.__signature__ = inspect.signature(f)  # type: ignore[attr-defined]
+
+    def run(options: dict[str, Any]) -> Any:
+        return check_vjp(counted, vjp, *inputs, **options)
+
+    @contextlib.contextmanager
+    def counting(update: Callable[[int], None]) -> Iterator[None]:
+        yield
+        update(calls[0])
+
+    shapes = ", ".join(str(a.shape) for a in inputs)
+    return _check_and_report(args, f"on inputs {shapes}", run, counting)
 
 
 @contextlib.contextmanager
@@ -598,6 +727,8 @@ def _delegate(module: str, function: str) -> Callable[..., int]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "layer":
         return _run_layer(args)
+    if args.command == "function":
+        return _run_function(args)
     console = _console()
     if args.command == "audit":
         return int(
