@@ -1,0 +1,212 @@
+"""The PyTorch front door: the checker for ``torch.autograd.Function``\\ s and modules.
+
+``check_function(fn, *inputs)`` checks every input tensor that requires grad, against the
+engine's finite differences, with the analytic side from ``torch.autograd.grad`` and the
+checker's random cotangent; ``check_module(module, x)`` checks ``x`` and every parameter that
+requires grad, named as in ``named_parameters()``. Both return the :class:`~checks.Report` of
+:func:`checks.check_vjp` and raise its errors, with the tensors named from ``fn``'s signature
+(``inputs[i]`` where it has none) or the module's parameter names.
+
+Every output is checked, each with its own random cotangent, also outputs that do not require
+grad (``ctx.mark_non_differentiable``) or whose gradient ``backward`` ignores: if such an
+output moves with a checked input, the analytic side says 0 there and the check fails.
+Tensors are evaluated in their own dtype and on their own device; the engine works on host
+copies. float32 inputs are differenced in float64 when the function follows float64 copies
+(``precision="auto"``), else in float32 -- never silently cast.
+
+PyTorch is an optional dependency (the ``torch`` extra); importing this module needs it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from checks.doors.api import check_vjp
+from checks.report.errors import GradcheckError
+from checks.report.messages import format_report
+
+__all__ = ["check_function", "check_module"]
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ModuleNotFoundError as exc:  # pragma: no cover - the tests skip without torch
+        raise ImportError(
+            "checks.torch needs PyTorch: pip install 'convgrad-harness[torch]'"
+        ) from exc
+    return torch
+
+
+def _names(fn: Callable[..., Any], n: int) -> list[str]:
+    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them."""
+    try:
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(n)]
+
+
+def _flat_outputs(out: Any) -> list[Any]:
+    torch = _torch()
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    for k, o in enumerate(outs):
+        if not isinstance(o, torch.Tensor):
+            raise TypeError(f"output {k} is a {type(o).__name__}, not a torch.Tensor")
+    return outs
+
+
+class _Wrapped:
+    """``fn`` seen by the engine: host arrays in, one flat host array out (every output
+    flattened and concatenated), and its vector-Jacobian product through autograd."""
+
+    def __init__(self, fn: Callable[..., Any], inputs: Sequence[Any], checked: list[int]) -> None:
+        self.fn, self.inputs, self.checked = fn, list(inputs), checked
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def _args(self, arrays: Sequence[np.ndarray], grad: bool) -> tuple[list[Any], list[Any]]:
+        torch = _torch()
+        args = list(self.inputs)
+        leaves = []
+        for i, arr in zip(self.checked, arrays, strict=True):
+            ref = self.inputs[i]
+            t = torch.as_tensor(np.ascontiguousarray(arr), device=ref.device)
+            t = t.detach().requires_grad_(grad)
+            args[i] = t
+            leaves.append(t)
+        return args, leaves
+
+    def forward(self, *arrays: np.ndarray) -> np.ndarray:
+        torch = _torch()
+        args, _ = self._args(arrays, grad=False)
+        with torch.no_grad():
+            try:
+                outs = _flat_outputs(self.fn(*args))
+            except RuntimeError as exc:
+                if any(np.iscomplexobj(a) for a in arrays):
+                    # most torch ops refuse to mix complex and real tensors: the complex step
+                    # is then not available, which the engine handles as a refusal
+                    raise TypeError(f"complex input refused by torch: {exc}") from exc
+                raise
+        self.shapes = [tuple(o.shape) for o in outs]
+        return np.concatenate([o.detach().cpu().numpy().reshape(-1) for o in outs])
+
+    def vjp(self, dy: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        torch = _torch()
+        args, leaves = self._args(arrays, grad=True)
+        outs = _flat_outputs(self.fn(*args))
+        pairs, start = [], 0
+        for o in outs:
+            part = dy[start : start + o.numel()].reshape(o.shape)
+            start += o.numel()
+            if o.requires_grad:  # an output autograd cannot differentiate contributes 0
+                pairs.append((o, torch.as_tensor(part, dtype=o.dtype, device=o.device)))
+        grads: Sequence[Any] = [None] * len(leaves)
+        if pairs:
+            grads = torch.autograd.grad(
+                [o for o, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True
+            )
+        return tuple(
+            np.zeros(arr.shape, dtype=arr.dtype) if g is None else g.detach().cpu().numpy()
+            for g, arr in zip(grads, arrays, strict=True)
+        )
+
+
+def _renamed(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
+    """The same error with the report's tensors under their own names."""
+    report = err.report
+    if report is None:
+        return err
+    for tr in report.tensors:
+        tr.name = names.get(tr.name, tr.name)
+    report.kinks = [(names.get(n, n), i) for n, i in report.kinks]
+    return type(err)(format_report(report), report)
+
+
+def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
+    """Check the gradients of ``fn`` (tensors in, a tensor or a tuple of tensors out) with
+    respect to every input that requires grad.
+
+    Parameters
+    ----------
+    fn : callable
+        A ``torch.autograd.Function``'s ``apply``, or any function of tensors.
+    *inputs
+        Its arguments; tensors with ``requires_grad=True`` are checked, the rest are passed
+        as they are.
+    **options
+        As for :func:`checks.check_vjp` (``method``, ``coverage``, ``rtol``, ``atol``,
+        ``seed``, ``precision``, ``batch_axis``, ``dy`` as one flat array over every output).
+
+    Returns
+    -------
+    Report
+        Tensors named after ``fn``'s parameters (``inputs[i]`` where it has none).
+
+    Raises
+    ------
+    GradientMismatchError, LayerContractError
+        As :func:`checks.check_vjp`, with the same names.
+    """
+    torch = _torch()
+    checked = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not checked:
+        raise ValueError("check_function needs at least one input tensor with requires_grad=True")
+    names = _names(fn, len(inputs))
+    wrapped = _Wrapped(fn, inputs, checked)
+    arrays = [inputs[i].detach().cpu().numpy() for i in checked]
+    rename = {f"inputs[{k}]": names[i] for k, i in enumerate(checked)}
+    try:
+        report = check_vjp(_named(wrapped.forward, wrapped.__name__), wrapped.vjp, *arrays,
+                           **options)  # fmt: skip
+    except GradcheckError as err:
+        raise _renamed(err, rename) from err.__cause__
+    for tr in report.tensors:
+        tr.name = rename.get(tr.name, tr.name)
+    report.kinks = [(rename.get(n, n), i) for n, i in report.kinks]
+    return report
+
+
+def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return fn(*args)
+
+    call.__name__ = name
+    return call
+
+
+def check_module(module: Any, x: Any, **options: Any) -> Any:
+    """Check ``module(x)``'s gradients with respect to ``x`` and every parameter that
+    requires grad (named as in ``named_parameters()``), through
+    ``torch.func.functional_call``. ``x`` is checked whether or not it requires grad."""
+    torch = _torch()
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    keys = [n for n, _ in named]
+
+    def fn(x: Any, *params: Any) -> Any:
+        return torch.func.functional_call(module, dict(zip(keys, params, strict=True)), (x,))
+
+    fn.__name__ = type(module).__name__
+    x_in = x.detach().clone().requires_grad_(True)
+    params = [p.detach().clone().requires_grad_(True) for _, p in named]
+    try:
+        report = check_function(fn, x_in, *params, **options)
+    except GradcheckError as err:
+        raise _renamed(err, _module_names(keys)) from err.__cause__
+    for tr in report.tensors:
+        tr.name = _module_names(keys).get(tr.name, tr.name)
+    return report
+
+
+def _module_names(keys: list[str]) -> dict[str, str]:
+    """``inputs[k]`` past ``x`` (fn's ``*params``) -> the parameter's name."""
+    return {f"inputs[{k + 1}]": key for k, key in enumerate(keys)}
