@@ -65,8 +65,9 @@ def _flat_outputs(out: Any) -> list[Any]:
 
 
 class _Wrapped:
-    """``fn`` seen by the engine: host arrays in, one flat host array out (every output
-    flattened and concatenated), and its vector-Jacobian product through autograd."""
+    """``fn`` seen by the engine: host arrays in, one host array out (a single output in its
+    own shape; several flattened and concatenated), and its vector-Jacobian product through
+    autograd."""
 
     def __init__(self, fn: Callable[..., Any], inputs: Sequence[Any], checked: list[int]) -> None:
         self.fn, self.inputs, self.checked = fn, list(inputs), checked
@@ -98,6 +99,8 @@ class _Wrapped:
                     raise TypeError(f"complex input refused by torch: {exc}") from exc
                 raise
         self.shapes = [tuple(o.shape) for o in outs]
+        if len(outs) == 1:  # kept in its shape, so that its batch axis can be packed
+            return outs[0].detach().cpu().numpy()
         return np.concatenate([o.detach().cpu().numpy().reshape(-1) for o in outs])
 
     def vjp(self, dy: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -105,8 +108,9 @@ class _Wrapped:
         args, leaves = self._args(arrays, grad=True)
         outs = _flat_outputs(self.fn(*args))
         pairs, start = [], 0
+        flat = dy.reshape(-1)
         for o in outs:
-            part = dy[start : start + o.numel()].reshape(o.shape)
+            part = flat[start : start + o.numel()].reshape(o.shape)
             start += o.numel()
             if o.requires_grad:  # an output autograd cannot differentiate contributes 0
                 pairs.append((o, torch.as_tensor(part, dtype=o.dtype, device=o.device)))
@@ -121,15 +125,21 @@ class _Wrapped:
         )
 
 
-def _renamed(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
-    """The same error with the report's tensors under their own names."""
-    report = err.report
-    if report is None:
-        return err
+def _rename(report: Any, names: dict[str, str]) -> None:
+    """The report's tensors (and the texts that name them) under their own names."""
     for tr in report.tensors:
         tr.name = names.get(tr.name, tr.name)
     report.kinks = [(names.get(n, n), i) for n, i in report.kinks]
-    return type(err)(format_report(report), report)
+    for old, new in names.items():
+        report.batching = report.batching.replace(f"{old}:", f"{new}:")
+
+
+def _renamed(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
+    """The same error with the report's tensors under their own names."""
+    if err.report is None:
+        return err
+    _rename(err.report, names)
+    return type(err)(format_report(err.report), err.report)
 
 
 def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
@@ -145,7 +155,8 @@ def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
         as they are.
     **options
         As for :func:`checks.check_vjp` (``method``, ``coverage``, ``rtol``, ``atol``,
-        ``seed``, ``precision``, ``batch_axis``, ``dy`` as one flat array over every output).
+        ``seed``, ``precision``, ``batch_axis``; ``dy`` in the output's shape, or one flat
+        array over every output when there are several).
 
     Returns
     -------
@@ -170,9 +181,7 @@ def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
                            **options)  # fmt: skip
     except GradcheckError as err:
         raise _renamed(err, rename) from err.__cause__
-    for tr in report.tensors:
-        tr.name = rename.get(tr.name, tr.name)
-    report.kinks = [(rename.get(n, n), i) for n, i in report.kinks]
+    _rename(report, rename)
     return report
 
 
@@ -202,8 +211,7 @@ def check_module(module: Any, x: Any, **options: Any) -> Any:
         report = check_function(fn, x_in, *params, **options)
     except GradcheckError as err:
         raise _renamed(err, _module_names(keys)) from err.__cause__
-    for tr in report.tensors:
-        tr.name = _module_names(keys).get(tr.name, tr.name)
+    _rename(report, _module_names(keys))
     return report
 
 

@@ -525,5 +525,12 @@ def run_vjp(
     sizes = {target.value(n).shape[ba] for n in batched}
     if len(sizes) == 1:
         target.packable = set(batched)
+    elif batched and batched[0] == target.names[0]:
+        # f(x, w, b) with w and b of other sizes along the axis than x: x alone carries the
+        # batch (w and b are passed unchanged to packed copies of x); any other input of x's
+        # size would be ambiguous (a batch, or a weight of that size?) and packs nothing
+        n0 = target.value(batched[0]).shape[ba]
+        if [n for n in batched if target.value(n).shape[ba] == n0] == batched[:1]:
+            target.packable = {batched[0]}
     return _run(target, dy=dy, method=method, coverage_=coverage_, rtol=rtol, atol=atol,
                 seed=seed, batch_axis=ba, precision=precision)  # fmt: skip
