@@ -367,3 +367,24 @@ def test_sources_read_differently_at_plus_and_minus_2h_are_a_conflict():
     failed, groups = _failed_positions(_SharedMax(x0, a, b), x0, 3)
     assert failed == {int(p) for g in groups if a in g for p in g}
     assert b in failed
+
+
+def test_check_vjp_packs_x_alone_beside_weights_of_other_sizes():
+    """f(x, W, b) with W and b of other sizes along axis 0: x carries the batch and is
+    packed (every input used to need the same size there, so nothing was); a W of x's size
+    is ambiguous (a batch, or a weight?) and nothing is packed."""
+    from checks import check_vjp
+
+    def f(x, W, b):
+        return np.tanh(x @ W.T + b)
+
+    def vjp(dy, x, W, b):
+        g = dy * (1 - np.tanh(x @ W.T + b) ** 2)
+        return g @ W, g.T @ x, g.sum(axis=0)
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4))
+    rep = check_vjp(f, vjp, x, rng.standard_normal((3, 4)), rng.standard_normal(3))
+    assert rep.batching.startswith("inputs[0]: packed")
+    one_by_one = check_vjp(f, vjp, x, rng.standard_normal((6, 4)), rng.standard_normal(6))
+    assert "packed" not in one_by_one.batching
