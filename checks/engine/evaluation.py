@@ -297,7 +297,9 @@ class _Packed:
     batch does not fit, along the samples (which the batching probe showed independent).
     The fields are kept for the evaluated positions only (``out``, columns ``where``)."""
 
-    def __init__(self, ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool) -> None:
+    def __init__(
+        self, ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool, refining: bool
+    ) -> None:
         self.ctx, self.name, self.kind = ctx, name, kind
         self.tgt, self.ba = ctx.target, ctx.batch_axis
         self.x = x = self.tgt.value(name)
@@ -318,7 +320,7 @@ class _Packed:
         self.out = {f: np.full((n, cols.size), np.nan) for f in self.fields}
         self.where = np.full(s, -1, dtype=np.intp)
         self.where[cols] = np.arange(cols.size)
-        held = 8 * n * cols.size * len(self.fields) + (8 * JUDGE_ARRAYS * x.size if compact else 0)
+        held = 8 * n * cols.size * len(self.fields) + (8 * JUDGE_ARRAYS * x.size if refining else 0)
         isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
         self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind)
         self.splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
@@ -466,7 +468,7 @@ class _Packed:
         if compact:  # the masked elements, ordered by their flat index in x's own layout
             sel = self.mb[:, cols]
             ii, jj = np.nonzero(sel)
-            multi = list(np.unravel_index(cols[jj], xb.shape[1:]))
+            multi = list(np.unravel_index(cols[jj], xb.shape[1:])) if xb.ndim > 1 else []
             multi.insert(ba, ii)
             order = np.argsort(np.ravel_multi_index(tuple(multi), x.shape), kind="stable")
             return {f: out[f][sel][order] if f in out else np.full(order.size, np.nan)
@@ -485,13 +487,18 @@ class _Packed:
 
 
 def _fd_packed(
-    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+    ctx: Ctx,
+    name: str,
+    mask: np.ndarray,
+    kind: str,
+    compact: bool = False,
+    refining: bool = False,
 ) -> dict[str, np.ndarray]:
     """Numerical derivatives of the masked elements of a packable tensor, many per call:
     disjoint-footprint groups where a trial allows (:func:`_grouped`), the rest one by one
     (see :class:`_Packed`). ``compact``: the fields of the masked elements only, 1-D in their
     C order."""
-    pk = _Packed(ctx, name, mask, kind, compact)
+    pk = _Packed(ctx, name, mask, kind, compact, refining)
     cols = _grouped(ctx, name, pk.run, pk.xf, pk.xb.shape[1:], pk.cols, kind, pk.dym, pk.out,
                     "lattice", pk.xf.size, pk.chunks.max_elements(), pk.where)  # fmt: skip
     pk.one_by_one(cols)
@@ -499,7 +506,12 @@ def _fd_packed(
 
 
 def _fd_elements(
-    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+    ctx: Ctx,
+    name: str,
+    mask: np.ndarray,
+    kind: str,
+    compact: bool = False,
+    refining: bool = False,
 ) -> dict[str, np.ndarray]:
     """Numerical derivatives of the masked elements, one forward call per stencil point
     (fields kept for the masked elements only; ``compact`` as in :func:`_fd_packed`)."""
@@ -514,7 +526,7 @@ def _fd_elements(
     out = {f: np.full((1, cols.size), np.nan) for f in fields}
     where = np.full(t_all.size, -1, dtype=np.intp)
     where[cols] = np.arange(cols.size)
-    held = 8 * cols.size * len(fields) + (8 * JUDGE_ARRAYS * t_all.size if compact else 0)
+    held = 8 * cols.size * len(fields) + (8 * JUDGE_ARRAYS * t_all.size if refining else 0)
     osz = 16 if kind == "complex" else 8
     chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind)
 
@@ -579,18 +591,24 @@ def _fd_elements(
                 out[f][0, dest] = v
     store = {f: v[0] for f, v in out.items()}
     del out
-    if compact:
-        return {f: store.get(f, np.full(cols.size, np.nan)) for f in FD_FIELDS}
+    if compact:  # every masked element (cols is now only those left after the groups)
+        n_masked = int(np.count_nonzero(where >= 0))
+        return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
     return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
 
 
 def finite_differences(
-    ctx: Ctx, name: str, mask: np.ndarray, kind: str, compact: bool = False
+    ctx: Ctx,
+    name: str,
+    mask: np.ndarray,
+    kind: str,
+    compact: bool = False,
+    refining: bool = False,
 ) -> dict[str, np.ndarray]:
     if name in ctx.packed:
-        out = _fd_packed(ctx, name, mask, kind, compact)
+        out = _fd_packed(ctx, name, mask, kind, compact, refining)
     else:
-        out = _fd_elements(ctx, name, mask, kind, compact)
+        out = _fd_elements(ctx, name, mask, kind, compact, refining)
     if kind != "complex":
         _unresolved(ctx, name, out, mask if compact else None)
     return out

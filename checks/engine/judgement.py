@@ -6,6 +6,7 @@ and the :class:`~checks.report.TensorReport` that says what was found.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any
@@ -69,9 +70,14 @@ def refine(
     sel: np.ndarray,
     bad: np.ndarray,
     real: str,
+    positions: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Re-evaluate suspect elements with smaller steps; keep the coarsest value whose stencil
     is smooth and that agrees with the finer smooth ones.
+
+    With ``positions`` (flat indices into the tensor, ascending), ``a``, ``fd``, ``sel`` and
+    ``bad`` are 1-D over those positions (the judgement's compact form) instead of
+    full-shape.
 
     Parameters
     ----------
@@ -148,7 +154,8 @@ def refine(
     for s in _REFINE_SCALES:
         # the same run with a smaller step, in the groups found at the table's step
         sub = replace(ctx, rule=replace(ctx.rule, h_central=ctx.rule.h_central / s))
-        levels.append(finite_differences(sub, name, cand, real, compact=True))
+        levels.append(finite_differences(sub, name, _full_mask(ctx, name, cand, positions),
+                                         real, compact=True, refining=True))  # fmt: skip
     every = np.ones(int(cand.sum()), dtype=bool)
     chosen_c, kink_c, _, _ = _choose_step(ctx, a[cand], levels, every, floor)
     chosen = dict(fd)  # the arrays of fd, the candidates overwritten
@@ -157,6 +164,16 @@ def refine(
     kink_ok = np.zeros(cand.shape, dtype=bool)
     kink_ok[cand] = kink_c
     return chosen, kink_ok, cand
+
+
+def _full_mask(ctx: Ctx, name: str, sel: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    """``sel`` as a mask of the whole tensor (it is one already without ``positions``)."""
+    if positions is None:
+        return sel
+    t = ctx.target.value(name)
+    full = np.zeros(t.size, dtype=bool)
+    full[positions[sel]] = True
+    return full.reshape(t.shape)
 
 
 def _choose_step(
@@ -256,9 +273,11 @@ def check_tensor(
         )  # fmt: skip
     el = _judge_elements(ctx, name, a, mask, kind)
     real = el.real
-    num = np.where(mask, el.fd["value"], np.nan)
-    err_est = np.where(mask, el.fd["error"], np.nan)
-    tol = np.where(mask, el.tol, np.nan)
+    shape = tuple(t.shape)
+    num = el.full(el.fd["value"], shape, np.nan)
+    err_est = el.full(el.fd["error"], shape, np.nan)
+    tol = el.full(el.tol, shape, np.nan)
+    kink_mask = el.full(el.kink, shape, False)
     nonfin_num = mask & ~np.isfinite(num)
     tr = TensorReport(
         name=name, shape=tuple(t.shape), dtype=ctx.dtypes.get(name, str(t.dtype)),
@@ -267,10 +286,10 @@ def check_tensor(
         tolerance_rule=el.text, analytic=a, numerical=num, error_estimate=err_est, tol=tol,
         checked=mask.copy(), method=el.method,
     )  # fmt: skip
-    tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(el.kink_mask)]
+    tr.kinks = [tuple(int(i) for i in row) for row in np.argwhere(kink_mask)]
     tr.nonfinite["numerical"] = [tuple(int(i) for i in r) for r in np.argwhere(nonfin_num)]
-    tr.mismatch = el.bad | nonfin_num
-    tr.tied = _tied_sets(ctx, name, a, el.fd, el.kink_mask, real)
+    tr.mismatch = el.full(el.bad, shape, False) | nonfin_num
+    tr.tied = _tied_sets(ctx, name, a, el, kink_mask, real)
     del el  # memory: the projections do not need the fields (ten arrays the tensor's size)
     proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind)
     if proj_bad and not tr.checked.all():
@@ -289,22 +308,34 @@ def check_tensor(
 
 @dataclass
 class _Elements:
-    """The element-by-element judgement of a tensor's masked elements."""
+    """The element-by-element judgement of a tensor's masked elements, compact: every array
+    is 1-D over ``positions`` (the masked elements' flat indices, ascending), so a sampled
+    check holds its fields for the sampled elements only."""
 
-    fd: dict[str, np.ndarray]  # the fields of each element's chosen step (full shape)
+    positions: np.ndarray
+    fd: dict[str, np.ndarray]  # the fields of each element's chosen step
     tol: np.ndarray
     bad: np.ndarray  # mismatched, kinks accepted as subgradients excluded
-    kink_mask: np.ndarray
+    kink: np.ndarray
     real: str  # the real method used where the complex step is not
     method: str
     text: str  # how the tolerance was derived, and what was re-evaluated
+
+    def full(self, values: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
+        """``values`` (1-D over ``positions``) in the tensor's shape, ``fill`` elsewhere."""
+        out = np.full(math.prod(shape), fill, dtype=np.asarray(values).dtype)
+        out[self.positions] = values
+        return out.reshape(shape)
 
 
 def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: str) -> _Elements:
     """Evaluate and judge the masked elements one by one: the method's values, complex-step
     mismatches re-examined with real differences, suspects refined at smaller steps, kinks
     accepted where the analytic value is a subgradient."""
-    t = ctx.target.value(name)
+    positions = np.flatnonzero(mask.reshape(-1))
+    n = positions.size
+    ac = a.reshape(-1)[positions]
+    every = np.ones(n, dtype=bool)
     real = "richardson" if kind in ("complex", "richardson") else "central"
     fallback_note = ""
     fd = None
@@ -312,7 +343,7 @@ def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", np.exceptions.ComplexWarning)
-                fd = finite_differences(ctx, name, mask, "complex")
+                fd = finite_differences(ctx, name, mask, "complex", compact=True)
         except (GradcheckError, np.exceptions.ComplexWarning, TypeError, ValueError) as exc:
             if not complex_refused(exc):
                 raise
@@ -320,10 +351,10 @@ def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: 
             fallback_note = f"; complex step failed mid-check ({type(cause).__name__}), {real} used"
             kind = real
     if fd is None:
-        fd = finite_differences(ctx, name, mask, kind)
-    tol, bad, text = _judge(ctx, name, a, fd, mask)
-    kink_mask = np.zeros(t.shape, dtype=bool)
-    refined = np.zeros(t.shape, dtype=bool)
+        fd = finite_differences(ctx, name, mask, kind, compact=True)
+    tol, bad, text = _judge(ctx, name, ac, fd, every)
+    kink = np.zeros(n, dtype=bool)
+    refined = np.zeros(n, dtype=bool)
     reexam = 0
     if kind == "complex" and bad.any():
         # a complex-step mismatch is re-examined with real differences and the kink test.
@@ -332,35 +363,40 @@ def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: 
         # complex step is not valid at that element (a kink: ReLU at 0, max ties; a
         # comparison) and the real verdict, with the subgradient test, decides.
         sel = bad.copy()
-        fr = finite_differences(ctx, name, sel, real)
+        fr_sel = finite_differences(ctx, name, _full_mask(ctx, name, sel, positions), real,
+                                    compact=True)  # fmt: skip
+        fr = {f: np.full(n, np.nan) for f in fr_sel}
+        for f, v in fr_sel.items():
+            fr[f][sel] = v
+        del fr_sel
         sel = sel & np.isfinite(fr["value"])
         reexam = int(sel.sum())
-        tol2, bad2, _ = _judge(ctx, name, a, fr, sel)
+        tol2, bad2, _ = _judge(ctx, name, ac, fr, sel)
         with np.errstate(invalid="ignore"):
             agree = sel & (np.abs(fd["value"] - fr["value"]) <= tol2)
         use_real = sel & ~agree
-        acc = _kink_accepted(fr, a, tol2, ctx.rule.safety, use_real)
-        fr, kink_ok, refined = refine(ctx, name, a, fr, use_real, bad2, real)
+        acc = _kink_accepted(fr, ac, tol2, ctx.rule.safety, use_real)
+        fr, kink_ok, refined = refine(ctx, name, ac, fr, use_real, bad2, real, positions)
         for f in fd:
             fd[f] = np.where(use_real, fr[f], fd[f])
-        tol2, bad2, _ = _judge(ctx, name, a, fr, use_real)
+        tol2, bad2, _ = _judge(ctx, name, ac, fr, use_real)
         tol = np.where(use_real, tol2, tol)
-        kink_mask = use_real & np.where(refined, kink_ok, acc)
-        bad = np.where(use_real, bad2 & ~kink_mask, bad)
+        kink = use_real & np.where(refined, kink_ok, acc)
+        bad = np.where(use_real, bad2 & ~kink, bad)
     elif kind != "complex":
         # needed where an element stays bad without refinement: bad now
-        acc = _kink_accepted(fd, a, tol, ctx.rule.safety, bad)
-        fd, kink_ok, refined = refine(ctx, name, a, fd, mask, bad, kind)
-        tol, bad, _ = _judge(ctx, name, a, fd, mask)
-        kink_mask = bad & np.where(refined, kink_ok, acc)
-        bad = bad & ~kink_mask
+        acc = _kink_accepted(fd, ac, tol, ctx.rule.safety, bad)
+        fd, kink_ok, refined = refine(ctx, name, ac, fd, every, bad, kind, positions)
+        tol, bad, _ = _judge(ctx, name, ac, fd, every)
+        kink = bad & np.where(refined, kink_ok, acc)
+        bad = bad & ~kink
     text += (f"; {reexam} complex-step mismatches re-examined with {real}"
              if reexam else "") + fallback_note  # fmt: skip
     if refined.any():
         steps = ", ".join(f"h/{s:g}" for s in _REFINE_SCALES)
         text += f"; {int(refined.sum())} suspect elements re-evaluated at {steps}"
     method = kind if not reexam else f"{kind}+{real}"
-    return _Elements(fd, tol, bad, kink_mask, real, method, text)
+    return _Elements(positions, fd, tol, bad, kink, real, method, text)
 
 
 def _locate(ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, kind: str) -> None:
@@ -419,20 +455,21 @@ def _locate(ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, kind: str) -> 
         tr.tolerance_rule += f"; a failing projection was not located ({tests} directional tests)"
         return
     el = _judge_elements(ctx, name, a, found, kind)
-    tr.numerical[found] = el.fd["value"][found]
-    tr.error_estimate[found] = el.fd["error"][found]
-    tr.tol[found] = el.tol[found]
+    tr.numerical.reshape(-1)[el.positions] = el.fd["value"]
+    tr.error_estimate.reshape(-1)[el.positions] = el.fd["error"]
+    tr.tol.reshape(-1)[el.positions] = el.tol
     tr.checked |= found
     tr.n_checked = int(tr.checked.sum())
     nonfinite = found & ~np.isfinite(tr.numerical)
-    tr.mismatch |= el.bad | nonfinite
-    tr.kinks += [tuple(int(i) for i in row) for row in np.argwhere(el.kink_mask)]
+    tr.mismatch |= el.full(el.bad, a.shape, False) | nonfinite
+    kinked = el.full(el.kink, a.shape, False)
+    tr.kinks += [tuple(int(i) for i in row) for row in np.argwhere(kinked)]
     tr.nonfinite["numerical"] += [tuple(int(i) for i in r) for r in np.argwhere(nonfinite)]
     tr.located = {
         "tests": tests,
         "unchecked": n_unchecked,
         "suspects": int(found.sum()),
-        "mismatched": int((el.bad & found).sum()),
+        "mismatched": int(el.bad.sum()),
     }
     tr.tolerance_rule += (
         f"; a failing projection located by group testing: {tests} directional tests over "
@@ -463,7 +500,7 @@ def _tied_sets(
     ctx: Ctx,
     name: str,
     a: np.ndarray,
-    fd: dict[str, np.ndarray],
+    el: _Elements,
     kink_mask: np.ndarray,
     real: str,
 ) -> list[dict[str, Any]]:
@@ -496,9 +533,11 @@ def _tied_sets(
     out = []
     for u in order:
         members = idx[inverse.reshape(-1) == u]
-        sel = tuple(members.T)
         v = np.zeros(t.shape)
-        v[sel] = 1.0
+        v[tuple(members.T)] = 1.0
+        # the members' own fields, in the judgement's compact form
+        sel = np.searchsorted(el.positions, np.ravel_multi_index(tuple(members.T), t.shape))
+        fd = el.fd
         joint = directional_real(ctx, name, a, v, 1.0)
         noise = float(joint["onesided_noise"]) + float(np.sum(fd["onesided_noise"][sel]))
         apart = [
