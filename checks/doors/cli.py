@@ -95,16 +95,8 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
-    """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds
-    (a factory is called with ``kwargs``, the ``--arg`` values).
-
-    Raises
-    ------
-    UsageError
-        When TARGET is malformed, does not import, has no such attribute, the factory
-        raises, or the result lacks the layer protocol (forward, backward, params).
-    """
+def _resolve(target: str) -> Any:
+    """The object ``module:attr`` or ``file.py:attr`` names (UsageError when it cannot)."""
     if ":" not in target:
         raise UsageError(
             f"TARGET must be 'package.module:factory' or 'path/to/file.py:factory', got {target!r}"
@@ -129,6 +121,20 @@ def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise UsageError(f"{where!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds
+    (a factory is called with ``kwargs``, the ``--arg`` values).
+
+    Raises
+    ------
+    UsageError
+        When TARGET is malformed, does not import, has no such attribute, the factory
+        raises, or the result lacks the layer protocol (forward, backward, params).
+    """
+    obj = _resolve(target)
     if kwargs and _is_layer(obj):
         raise UsageError(f"{target} is a layer, not a factory: --arg has nothing to pass to")
     if not _is_layer(obj):
@@ -353,23 +359,7 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
 def load_callable(target: str) -> Callable[..., Any]:
     """Resolve ``module:attr`` or ``file.py:attr`` to the callable it names (F or VJP of the
     ``function`` command)."""
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where or not attr:
-        raise UsageError(
-            f"a function must be 'package.module:name' or 'path/to/file.py:name', got {target!r}"
-        )
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        obj: Any = _import_file(Path(where))
-    else:
-        try:
-            obj = importlib.import_module(where)
-        except Exception as exc:
-            raise UsageError(f"cannot import module {where!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"{where!r} has no attribute {attr!r}") from None
+    obj = _resolve(target)
     if not callable(obj):
         raise UsageError(f"{target} is not callable")
     return obj
@@ -380,17 +370,10 @@ def load_inputs(path: str, f: Callable[..., Any]) -> list[np.ndarray]:
     their order), or a .npy as its one input."""
     import inspect
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--input {path}: no such file")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        raise UsageError(f"--input {path}: not a .npy/.npz file ({exc})") from exc
+    data = _load_arrays(path)
     if isinstance(data, np.ndarray):
         return [data]
-    with data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = data
     try:
         names = [
             n for n, prm in inspect.signature(f).parameters.items()
@@ -425,8 +408,8 @@ def parse_args_kv(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def load_input(path: str) -> np.ndarray:
-    """x from ``--input``: a .npy array, or a .npz file's array ``x`` (or its only array)."""
+def _load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
+    """``--input``'s contents: the array of a .npy file, or a .npz file's arrays by name."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--input {path}: no such file")
@@ -437,19 +420,25 @@ def load_input(path: str) -> np.ndarray:
             f"--input {path}: not a .npy/.npz file ({type(exc).__name__}: {exc})"
         ) from exc
     if isinstance(data, np.ndarray):
+        return data
+    with data:
+        return {k: data[k] for k in data.files}
+
+
+def load_input(path: str) -> np.ndarray:
+    """x from ``--input``: a .npy array, or a .npz file's array ``x`` (or its only array)."""
+    data = _load_arrays(path)
+    if isinstance(data, np.ndarray):
         x = data
+    elif "x" in data:
+        x = data["x"]
+    elif len(data) == 1:
+        x = next(iter(data.values()))
     else:
-        with data:
-            names = list(data.files)
-            if "x" in names:
-                x = data["x"]
-            elif len(names) == 1:
-                x = data[names[0]]
-            else:
-                raise UsageError(
-                    f"--input {path}: a .npz needs an array named 'x' (or exactly one array), "
-                    f"it holds {names}"
-                )
+        raise UsageError(
+            f"--input {path}: a .npz needs an array named 'x' (or exactly one array), "
+            f"it holds {list(data)}"
+        )
     if x.dtype.kind != "f":
         raise UsageError(f"--input {path}: x has dtype {x.dtype}, not a floating dtype")
     return x

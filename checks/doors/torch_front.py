@@ -72,7 +72,6 @@ class _Wrapped:
     def __init__(self, fn: Callable[..., Any], inputs: Sequence[Any], checked: list[int]) -> None:
         self.fn, self.inputs, self.checked = fn, list(inputs), checked
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
-        self.shapes: list[tuple[int, ...]] = []
 
     def _args(self, arrays: Sequence[np.ndarray], grad: bool) -> tuple[list[Any], list[Any]]:
         torch = _torch()
@@ -98,7 +97,6 @@ class _Wrapped:
                     # is then not available, which the engine handles as a refusal
                     raise TypeError(f"complex input refused by torch: {exc}") from exc
                 raise
-        self.shapes = [tuple(o.shape) for o in outs]
         if len(outs) == 1:  # kept in its shape, so that its batch axis can be packed
             return outs[0].detach().cpu().numpy()
         return np.concatenate([o.detach().cpu().numpy().reshape(-1) for o in outs])
