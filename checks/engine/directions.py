@@ -21,7 +21,6 @@ from checks.engine.evaluation import (
     Chunks,
     Ctx,
     check_out_shape,
-    reduce_outputs,
     scratch_bytes,
 )
 from checks.engine.targets import ComplexCallError, Target
@@ -70,64 +69,116 @@ def directional_real(
     ctx: Ctx, name: str, g: np.ndarray, v: np.ndarray, step_div: float
 ) -> dict[str, np.ndarray]:
     """Richardson along ``v`` with the table's step divided by ``step_div``: every field of
-    :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back)."""
+    :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back).
+
+    Memory: the stencil's outputs are reduced as they arrive, a pair of points at a time and
+    in slices of the outputs (:class:`_Sums`); what is held at once is one call's outputs in
+    the layer's dtype, the step in float64 and slices."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
-    t64 = t.astype(np.float64, copy=False)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_central * scale / vmax / step_div
     stencil = finite_diff.REAL_STENCIL
     rs = []
 
     def point(s: float) -> np.ndarray:
-        arr = (t64 + s * tau * v).astype(t.dtype)
-        rs.append(float(np.vdot(g, arr.astype(np.float64) - t64)))
+        arr = np.multiply(v, s * tau, dtype=np.float64)
+        arr += t
+        if arr.dtype != t.dtype:
+            arr = arr.astype(t.dtype)
+        step = np.subtract(arr, t, dtype=np.float64)
+        rs.append(float(np.vdot(g, step)))
         return arr
 
-    yst = np.empty((1, len(stencil), 1, math.prod(ctx.y_shape)))  # (1, 4, 1, R)
-    if name in ctx.packed:  # the four points as four stacked batches: one call, if it fits
+    # the forward resolution of a promoted run, per unit of the tensor's scale (as the
+    # complex path's f_eps * out * vmax / scale): the width here is 2 s tau = 2 s h scale / vmax
+    res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
+    if name in ctx.packed:  # stacked batches of stencil points: as few calls as fit
         ba = ctx.batch_axis
+        sums = _Sums(ctx, np.moveaxis(ctx.y0, ba, 0), np.moveaxis(ctx.dy64, ba, 0), res)
         n = max(1, t.shape[ba])
-        held = 8 * (10 * yst.shape[-1] + JUDGE_ARRAYS * t.size)
-        chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n, yst.shape[-1] // n,
-                         t.dtype.itemsize, "real")  # fmt: skip
-        per_call = len(stencil) if chunks.copies_per_call() >= len(stencil) * n else 1
+        held = 8 * (2 + JUDGE_ARRAYS) * t.size  # v, a step in float64, the judgement's arrays
+        chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n,
+                        math.prod(ctx.y_shape) // n, t.dtype.itemsize, "real")  # fmt: skip
+        per_call = next(k for k in (4, 2, 1) if k == 1 or chunks.copies_per_call() >= k * n)
+        yb_shape = list(ctx.y_shape)
         for k0 in range(0, len(stencil), per_call):
             pts = stencil[k0 : k0 + per_call]
             big = point(pts[0]) if len(pts) == 1 else np.concatenate([point(s) for s in pts], ba)
             ybig = tgt.eval_packed(name, big, len(pts), what)
             del big
-            yb_shape = list(ctx.y_shape)
-            yb_shape[ba] *= len(pts)
+            yb_shape[ba] = len(pts) * ctx.y_shape[ba]
             check_out_shape(ctx, ybig, tuple(yb_shape), what)
-            for i, part in enumerate(np.split(ybig, len(pts), ba)):
-                yst[0, k0 + i, 0] = np.moveaxis(part, ba, 0).reshape(-1)
-            del ybig
-        y0 = np.moveaxis(ctx.y0, ba, 0).reshape(1, -1)
-        dy0 = np.moveaxis(ctx.dy64, ba, 0).reshape(1, -1)
+            for part in np.split(ybig, len(pts), ba):
+                sums.add(np.moveaxis(part, ba, 0))
+            del ybig, part
     else:
-        for k, s in enumerate(stencil):
+        sums = _Sums(ctx, ctx.y0, ctx.dy64, res)
+        for s in stencil:
             y = tgt.eval_replace(name, point(s), what)
             check_out_shape(ctx, y, ctx.y_shape, what)
-            yst[0, k, 0] = y.reshape(-1)
+            sums.add(y)
             del y
-        y0 = ctx.y0.reshape(1, -1)
-        dy0 = ctx.dy64.reshape(1, -1)
-    # the forward resolution of a promoted run, per unit of the tensor's scale (as the
-    # complex path's f_eps * out * vmax / scale): the width here is 2 s tau = 2 s h scale / vmax
-    res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
-    r, mags, noise, typ = reduce_outputs(
-        yst, y0, dy0, ctx.ybar, ctx.rule.eps, "real", ctx.dy_random, res
-    )
     # the analytic prediction of each point is subtracted, so the steps' rounding to the
     # tensor's dtype does not enter the comparison
-    resid = r[:, 0, 0] - np.array(rs)
+    resid = np.array(sums.r) - np.array(rs)
     taken = np.array(finite_diff.REAL_STENCIL) * tau
-    fd = finite_diff.combine_real(resid, taken, mags[:, 0, 0], noise[:, 0, 0],
-                                  method="richardson", typical_num=typ[:, 0, 0])  # fmt: skip
+    fd = finite_diff.combine_real(
+        resid, taken, np.array(sums.mags), np.array(sums.noise),
+        method="richardson", typical_num=np.array(sums.typical),
+    )  # fmt: skip
     out = {f: np.asarray(getattr(fd, f), dtype=np.float64) for f in FD_FIELDS}
     for f in ("value", "left", "right", "left2", "right2", "central", "central2"):
         out[f] = out[f] + av
     return out
+
+
+# outputs reduced at once by _Sums (float64 temporaries of this many elements)
+_SLICE = 1 << 16
+
+
+class _Sums:
+    """The numbers a directional Richardson needs, from its four stencil outputs given one at
+    a time (each in the baseline's layout, any dtype): ``r`` (``<y_k - y0, dy>``) per point,
+    and per pair of points ((0, 1), (2, 3)) the magnitude ``<|ya - yb|, |dy|>`` and the
+    rounding estimates of :func:`finite_diff.numerator_noise`. A pair's first output is kept
+    until its second arrives; everything is summed over slices of ``_SLICE`` outputs."""
+
+    def __init__(self, ctx: Ctx, y0: np.ndarray, dy: np.ndarray, res: tuple[float, float]):
+        self.ctx, self.res = ctx, res
+        self.y0, self.dy = y0.reshape(-1), dy.reshape(-1)
+        self.r: list[float] = []
+        self.mags: list[float] = []
+        self.noise: list[float] = []
+        self.typical: list[float] = []
+        self.first: np.ndarray | None = None
+
+    def add(self, y: np.ndarray) -> None:
+        y = y.reshape(-1)
+        n = y.size
+        self.r.append(sum(
+            float(np.dot(y[i : i + _SLICE].astype(np.float64) - self.y0[i : i + _SLICE],
+                         self.dy[i : i + _SLICE]))
+            for i in range(0, n, _SLICE)
+        ))  # fmt: skip
+        if self.first is None:
+            self.first = y
+            return
+        ya, yb, self.first = self.first, y, None
+        mag = terms = squares = 0.0
+        for i in range(0, n, _SLICE):
+            a = ya[i : i + _SLICE].astype(np.float64)
+            b = yb[i : i + _SLICE].astype(np.float64)
+            d = self.dy[i : i + _SLICE]
+            mag += float(np.dot(np.abs(a - b), np.abs(d)))
+            tt, sq = finite_diff.noise_terms(a, b, d, self.ctx.ybar, np.sum)
+            terms, squares = terms + float(tt), squares + float(sq)
+        nz, ty = finite_diff.noise_from_terms(
+            np.float64(terms), np.float64(squares), self.ctx.rule.eps,
+            dy_random=self.ctx.dy_random, resolution=self.res[len(self.mags)],
+        )  # fmt: skip
+        self.mags.append(mag)
+        self.noise.append(float(nz))
+        self.typical.append(float(ty))
 
 
 def complex_ok(ctx: Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:

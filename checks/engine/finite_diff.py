@@ -44,6 +44,8 @@ __all__ = [
     "combine_complex",
     "combine_real",
     "forward_resolution",
+    "noise_from_terms",
+    "noise_terms",
     "numerator_noise",
     "perturbed_values",
     "step_sizes",
@@ -168,11 +170,35 @@ def numerator_noise(
         when the roundings are independent. The kink and smoothness tests use it whatever
         ``dy`` is (a smaller noise only marks more stencils as non-smooth).
     """
+    terms, squares = noise_terms(ya, yb, dy, ybar, total)
+    return noise_from_terms(terms, squares, eps, dy_random=dy_random, resolution=resolution)
+
+
+def noise_terms(
+    ya: np.ndarray,
+    yb: np.ndarray,
+    dy: np.ndarray,
+    ybar: float,
+    total: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sums :func:`numerator_noise` is made of, ``(sum_j |dy_j| G_j, sum_j (dy_j G_j)^2)``:
+    additive over the outputs, so that slices of them may be summed one at a time."""
     g = np.where(ya != yb, np.maximum(np.maximum(np.abs(ya), np.abs(yb)), ybar), 0.0)
     adg = np.abs(dy) * g
-    terms = total(adg)
+    return total(adg), total(adg * adg)
+
+
+def noise_from_terms(
+    terms: np.ndarray,
+    squares: np.ndarray,
+    eps: float,
+    *,
+    dy_random: bool,
+    resolution: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(guarded, typical)`` of :func:`numerator_noise` from the sums of :func:`noise_terms`."""
     bound = eps * terms
-    typical = np.minimum(bound, RSS_FACTOR * eps * np.sqrt(total(adg * adg)))
+    typical = np.minimum(bound, RSS_FACTOR * eps * np.sqrt(squares))
     guarded = typical if dy_random else bound
     if resolution:
         guarded = guarded + resolution * terms
