@@ -7,6 +7,7 @@ runner collects them into ``Report.problems``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "REFUSALS",
     "call_layer",
     "check_gradient_array",
+    "fingerprint",
     "format_indices",
     "mutated",
     "nonfinite_indices",
@@ -48,6 +50,28 @@ def snapshot(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.array(v, copy=True) for k, v in arrays.items()}
 
 
+# elements hashed at a time by fingerprint (float64 temporaries of this size)
+_HASH_SLICE = 1 << 16
+
+
+def fingerprint(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[Any, ...]]:
+    """What :func:`mutated` compares, without a copy of each array: its shape, dtype and a
+    digest of its values (every NaN taken as one value and -0.0 as 0.0, as
+    ``np.array_equal(..., equal_nan=True)`` does)."""
+    return {k: _fingerprint(np.asarray(v)) for k, v in arrays.items()}
+
+
+def _fingerprint(a: np.ndarray) -> tuple[Any, ...]:
+    h = hashlib.blake2b(digest_size=16)
+    flat = a.reshape(-1)
+    for i in range(0, flat.size, _HASH_SLICE):
+        part = flat[i : i + _HASH_SLICE]
+        if a.dtype.kind in "fc":
+            part = np.where(np.isnan(part), np.nan, part + 0)  # -0.0 + 0 is 0.0
+        h.update(np.ascontiguousarray(part).tobytes())
+    return (a.shape, a.dtype.str, h.hexdigest())
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
@@ -56,9 +80,10 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def mutated(before: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray]) -> list[str]:
-    """Names whose array changed (values, shape or dtype) since ``before`` was taken."""
-    return [k for k, v in before.items() if k in now and not _same(v, np.asarray(now[k]))]
+def mutated(before: Mapping[str, tuple[Any, ...]], now: Mapping[str, np.ndarray]) -> list[str]:
+    """Names whose array changed (values, shape or dtype) since ``before`` (a
+    :func:`fingerprint`) was taken."""
+    return [k for k, v in before.items() if k in now and v != _fingerprint(np.asarray(now[k]))]
 
 
 def nonfinite_indices(a: np.ndarray, limit: int = _MAX_LISTED) -> list[tuple[int, ...]]:

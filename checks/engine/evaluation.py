@@ -74,20 +74,17 @@ def account_memory(
     ctx: Ctx, watched: dict[str, np.ndarray], analytic: dict[str, np.ndarray], y: np.ndarray
 ) -> None:
     """Set ``ctx.budget`` (:func:`checks.engine.memory.budget` of the layer's tensors in the
-    caller's dtypes) and what the run holds outside the scratch of its numerical part: the snapshot
-    of the caller's arrays, the working copies (twice when promoted to float64: the probe
-    keeps a copy to compare), the analytic gradients in float64, ``y``, ``dy`` and their
+    caller's dtypes) and what the run holds outside the scratch of its numerical part: the
+    working copies (float64 when promoted; they and the caller's arrays are watched by
+    digest, not by copies), the analytic gradients in float64, ``y``, ``dy`` and their
     float64 copies, what the layer keeps of its last forward (taken as two outputs), and
     each tensor's report arrays (three float64 and two bool arrays)."""
     tgt = ctx.target
     grads = sum(a.size * np.dtype(ctx.dtypes[n]).itemsize for n, a in analytic.items())
     layer = y.nbytes + grads + sum(v.nbytes for v in watched.values())
     ctx.budget = memory.budget(layer)
-    working = sum(tgt.value(n).nbytes for n in tgt.names)
-    promoted = ctx.rule.analytic_eps is not None
     ctx.held = (
-        sum(v.nbytes for v in watched.values())
-        + working * (2 if promoted else 1)
+        sum(tgt.value(n).nbytes for n in tgt.names)
         + sum(a.nbytes for a in analytic.values())
         + y.nbytes + ctx.dy.nbytes + 2 * ctx.y0.nbytes
         + (ctx.y0.nbytes if ctx.y0 is not y else 0)

@@ -46,7 +46,7 @@ def _repeat_problem(
     target: Target,
     dy: np.ndarray,
     first: dict[str, np.ndarray],
-    before: dict[str, np.ndarray],
+    before: dict[str, tuple[Any, ...]],
     watched: dict[str, np.ndarray],
     eps: float,
 ) -> str:
@@ -189,7 +189,7 @@ def _analytic_pass(
     dy: Any,
     rng: np.random.Generator,
     report: Report,
-    before: dict[str, np.ndarray],
+    before: dict[str, tuple[Any, ...]],
     watched: dict[str, np.ndarray],
 ) -> _Analytic:
     """Forward and backward once, with every contract check that needs no finite difference:
@@ -262,7 +262,7 @@ def _precision(
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
         # its own generator: falling back must leave the run identical to precision="native"
         probe_rng = np.random.default_rng([int(seed), 0x70726F6265])
-        y_p, why = precision_probe.probe(target, y, probe_rng, rule)
+        y_p, why = precision_probe.probe(target, y_num, probe_rng, rule)
         if y_p is not None:
             report.precision = f"float64 ({why})"
             return y_p, tolerances.promoted(rule)
@@ -416,7 +416,7 @@ def _run(
         requested_precision=precision,
     )  # fmt: skip
     watched = target.watched()
-    before = contract.snapshot(watched)
+    before = contract.fingerprint(watched)
     try:
         an = _analytic_pass(target, dy, rng, report, before, watched)
         dtypes = {n: str(target.value(n).dtype) for n in target.names}

@@ -219,11 +219,12 @@ class LayerTarget(Target):
         for k, v in self._native[1].items():
             self.params[k] = v.astype(np.float64)
         self._complex_copy = {}
-        self._promoted = {name: v.copy() for name, v in self._tensors().items()}
+        # what demote compares (a digest: a float64 copy of every tensor would double them)
+        self._promoted = contract.fingerprint(self._tensors())
 
     def demote(self) -> list[str]:
         now = self._tensors()
-        changed = [k for k, v in self._promoted.items() if not np.array_equal(now[k], v)]
+        changed = contract.mutated(self._promoted, now)
         self.xw, native = self._native
         for k, v in native.items():
             self.params[k] = v
@@ -322,14 +323,14 @@ class VjpTarget(Target):
         self._native_work = self.work
         self.work = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in self._native_work]
         self._complex_copy = {}
-        self._promoted = [a.copy() for a in self.work]
+        self._promoted = contract.fingerprint(self._by_name(self.work))
 
     def demote(self) -> list[str]:
-        changed = [
-            f"inputs[{i}]"
-            for i, (a, b) in enumerate(zip(self.work, self._promoted, strict=True))
-            if not np.array_equal(a, b)
-        ]
+        changed = contract.mutated(self._promoted, self._by_name(self.work))
         self.work = self._native_work
         self._complex_copy = {}
         return changed
+
+    @staticmethod
+    def _by_name(arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {f"inputs[{i}]": a for i, a in enumerate(arrays)}
