@@ -8,7 +8,8 @@ the caller's dtypes (differences in float32, as ``precision="native"``).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,14 +70,24 @@ def probe(
     the perturbed copies in the layer's own dtype, propagates as a
     :class:`~checks.report.errors.LayerContractError` (the target back in the caller's dtypes).
     """
-    y64 = y.astype(np.float64)
+    y64 = y.astype(np.float64, copy=False)
     ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0
 
     def same(a: np.ndarray, b: np.ndarray) -> bool:
-        tol = _PROMOTE_ULPS * rule.eps * (np.abs(b) + ybar)
-        return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+        if a.shape != b.shape:
+            return False
+        af, bf = a.reshape(-1), b.reshape(-1)
+        return _all_slices(
+            lambda i: (
+                np.abs(af[i] - bf[i].astype(np.float64))
+                <= _PROMOTE_ULPS * rule.eps * (np.abs(bf[i].astype(np.float64)) + ybar)
+            ),
+            af.size,
+        )
 
     what = "in the precision probe"
+    # per tensor: the generator's state before its direction was drawn (the direction is drawn
+    # again when needed, rather than held) and forward's output on the perturbed copy
     probes = []
     # real values in the layer's own dtype: whatever forward raises on them is the layer
     # failing (a LayerContractError, as on any call), not a reason to stay native
@@ -84,12 +95,10 @@ def probe(
         t = target.value(name)
         if t.dtype == np.float64 or t.size == 0:
             continue
-        v = rng.standard_normal(t.shape)
-        v /= float(np.max(np.abs(v))) or 1.0
-        step = np.maximum(np.abs(t.astype(np.float64)), 1.0) * v  # per element, relative
-        big = (t.astype(np.float64) + _PROMOTE_STEP * step).astype(t.dtype)
-        native = target.eval_replace(name, big, what).astype(np.float64)
-        probes.append((name, big, step, native))
+        state = rng.bit_generator.state
+        big = _perturbed(t, _step(t, rng))
+        probes.append((name, t.dtype, state, target.eval_replace(name, big, what)))
+        del big
     target.promote()
     try:
         y_p = target.working_forward(what)
@@ -97,25 +106,18 @@ def probe(
             raise _NoPromotion(f"forward on float64 copies returned {y_p.dtype}")
         if not same(y_p, y64):
             raise _NoPromotion("forward on float64 copies gave other outputs")
-        eps64 = tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps
-        for name, big, step, native in probes:
-            if not same(target.eval_replace(name, big.astype(np.float64), what), native):
+        for name, dtype, state, native in probes:
+            t64 = target.value(name)
+            step = _step(t64, _redrawn(rng, state))
+            big = _perturbed(t64, step, dtype).astype(np.float64)
+            if not same(target.eval_replace(name, big, what), native):
                 raise _NoPromotion(
                     f"forward did not follow a float64 {name} put in its place: it reads "
                     f"another array (its own attribute, or a copy it cached; behind "
                     f"LayerAdapter, set_params= hands the copy to the layer)"
                 )
-            t64 = target.value(name)
-            q = [
-                (target.eval_replace(name, t64 + tau * step, what) - y_p) / tau
-                for tau in (_PROMOTE_MID, _PROMOTE_TINY)
-            ]
-            qbar = float(np.mean(np.abs(q[0])))
-            tol = (
-                _PROMOTE_AGREE * (np.abs(q[0]) + qbar)
-                + 64 * eps64 * (np.abs(y_p) + ybar) / _PROMOTE_TINY
-            )
-            if not np.all(np.abs(q[0] - q[1]) <= tol):
+            del big, native
+            if not _quotients_agree(target, name, t64, step, y_p, ybar, what):
                 raise _NoPromotion(f"forward computes part of {name}'s effect in its own dtype")
     except (_NoPromotion, GradcheckError) as exc:
         target.demote()
@@ -127,3 +129,64 @@ def probe(
             raise
         return None, f"forward failed on float64 copies: {type(exc.__cause__).__name__}"
     return y_p, "forward follows float64 copies of every tensor (probed)"
+
+
+# outputs compared at once (float64 temporaries of this many elements)
+_SLICE = 1 << 16
+
+
+def _all_slices(ok: Callable[[slice], np.ndarray], n: int) -> bool:
+    """Whether ``ok(i)`` (flat arrays indexed by ``i``) holds on every slice of ``n``."""
+    return all(bool(np.all(ok(slice(i, i + _SLICE)))) for i in range(0, n, _SLICE))
+
+
+def _step(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random step per element, relative to ``max(|t|, 1)``, at most 1 of it."""
+    v = rng.standard_normal(t.shape)
+    v /= float(np.max(np.abs(v))) or 1.0
+    return np.maximum(np.abs(t.astype(np.float64)), 1.0) * v
+
+
+def _redrawn(rng: np.random.Generator, state: Mapping[str, Any]) -> np.random.Generator:
+    """A generator at ``state`` of ``rng``'s kind (``rng`` itself is left as it is)."""
+    again = np.random.Generator(type(rng.bit_generator)())
+    again.bit_generator.state = state
+    return again
+
+
+def _perturbed(t: np.ndarray, step: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``t`` moved by ``_PROMOTE_STEP`` of ``step``, in ``dtype`` (``t``'s by default)."""
+    out = np.multiply(step, _PROMOTE_STEP)
+    out += t
+    return out.astype(t.dtype if dtype is None else dtype)
+
+
+def _quotients_agree(
+    target: Target,
+    name: str,
+    t64: np.ndarray,
+    step: np.ndarray,
+    y_p: np.ndarray,
+    ybar: float,
+    what: str,
+) -> bool:
+    """Whether the float64 difference quotients along ``step`` at ``_PROMOTE_MID`` and
+    ``_PROMOTE_TINY`` agree output by output (see :func:`probe`)."""
+    q = []
+    for tau in (_PROMOTE_MID, _PROMOTE_TINY):
+        y = target.eval_replace(name, t64 + tau * step, what).astype(np.float64, copy=False)
+        y -= y_p
+        y /= tau
+        q.append(y.reshape(-1))
+    q0, q1 = q
+    qbar = float(np.mean(np.abs(q0)))
+    eps64 = tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps
+    yp = y_p.reshape(-1)
+    return _all_slices(
+        lambda i: (
+            np.abs(q0[i] - q1[i])
+            <= _PROMOTE_AGREE * (np.abs(q0[i]) + qbar)
+            + 64 * eps64 * (np.abs(yp[i]) + ybar) / _PROMOTE_TINY
+        ),
+        q0.size,
+    )
