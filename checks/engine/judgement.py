@@ -630,27 +630,36 @@ def _as_fd(d: dict[str, np.ndarray]) -> FDResult:
 
 
 def _summarise(tr: TensorReport) -> None:
-    a, n = tr.analytic, tr.numerical
-    ok = tr.checked & np.isfinite(n) & np.isfinite(a)
+    """The report's largest errors and its worst element, from the checked elements that are
+    finite and not kinks (in compact form: temporaries the size of those, not the tensor's)."""
+    ok = tr.checked & np.isfinite(tr.numerical) & np.isfinite(tr.analytic)
     for idx in tr.kinks:
         ok[idx] = False
     tr.n_mismatched = int(tr.mismatch.sum())
-    if not ok.any():
+    pos = np.flatnonzero(ok)
+    del ok
+    if pos.size == 0:
         return
-    err = np.where(ok, np.abs(a - n), 0.0)
+    a, n = tr.analytic.reshape(-1)[pos], tr.numerical.reshape(-1)[pos]
+    tol = tr.tol.reshape(-1)[pos]
+    err = np.abs(a - n)
     denom = np.maximum(np.abs(a), np.abs(n))
+    del a, n
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(ok & (denom > 0), err / denom, 0.0)
-        ratio = np.where(ok, err / tr.tol, -1.0)
-    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+        rel = np.where(denom > 0, err / denom, 0.0)
+        ratio = err / tol
+    del denom
+    ratio[np.isnan(ratio)] = np.inf
     tr.max_abs_err = float(err.max())
     tr.max_rel_err = float(rel.max())
-    est = np.nan_to_num(np.abs(tr.error_estimate), nan=0.0, posinf=0.0)
-    bad = tr.mismatch & ok
-    if bad.any():
-        first = order_with_ties(err, est, np.flatnonzero(bad))[0]
+    del rel
+    est = np.nan_to_num(np.abs(tr.error_estimate.reshape(-1)[pos]), nan=0.0, posinf=0.0)
+    bad = np.flatnonzero(tr.mismatch.reshape(-1)[pos])
+    if bad.size:
+        first = pos[order_with_ties(err, est, bad)[0]]
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
-            est_ratio = np.nan_to_num(est / tr.tol, nan=0.0, posinf=0.0)
-        first = order_with_ties(ratio, est_ratio, np.flatnonzero(ok))[0]
-    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(first), a.shape))
+            est /= tol
+        est = np.nan_to_num(est, nan=0.0, posinf=0.0, copy=False)
+        first = pos[order_with_ties(ratio, est, np.arange(pos.size))[0]]
+    tr.worst_index = tuple(int(i) for i in np.unravel_index(int(first), tr.analytic.shape))
