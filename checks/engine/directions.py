@@ -20,6 +20,7 @@ from checks.engine.evaluation import (
     JUDGE_ARRAYS,
     Chunks,
     Ctx,
+    Sums,
     check_out_shape,
     scratch_bytes,
 )
@@ -39,18 +40,52 @@ def directional(
     if kind != "complex":
         fd = directional_real(ctx, name, g, v, 1.0)
         return float(np.vdot(g, v)), float(fd["value"]), float(fd["error"]), float(fd["magnitude"])
+    return _directional_complex(ctx, name, g, v)
+
+
+def _directional_complex(
+    ctx: Ctx, name: str, g: np.ndarray, v: np.ndarray
+) -> tuple[float, float, float, float]:
+    """The complex step along ``v``; a packed tensor is stepped a slice of its samples per
+    call when the whole batch in complex numbers would not fit the scratch (the samples are
+    independent: the sums over the slices are the sums over the batch)."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_complex * scale / vmax
-    arr = t.astype(ctx.rule.complex_dtype) + 1j * (tau * v).astype(ctx.rule.complex_dtype)
-    y = tgt.eval_replace(name, arr, what)
-    check_out_shape(ctx, y, ctx.y_shape, what)
-    if not np.iscomplexobj(y):
-        raise TypeError("forward dropped the imaginary part")
-    im = y.imag.astype(np.float64)
-    num = float(np.vdot(ctx.dy64, im)) / tau
-    mag = float(np.vdot(np.abs(ctx.dy64), np.abs(im))) / tau
-    out = float(np.vdot(np.abs(ctx.dy64), np.where(im != 0, np.abs(y.real), 0.0)))
+    ba = ctx.batch_axis
+    cplx = np.dtype(ctx.rule.complex_dtype)
+    if name in ctx.packed and t.shape[ba] > 1:
+        n = t.shape[ba]
+        held = 8 * (1 + JUDGE_ARRAYS) * t.size  # v and the judgement's arrays
+        chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n,
+                        math.prod(ctx.y_shape) // n, cplx.itemsize, "complex")  # fmt: skip
+        m = min(n, chunks.copies_per_call())
+        slices = [slice(i, min(i + m, n)) for i in range(0, n, m)]
+    else:
+        slices = [slice(None)]
+    num = mag = out = 0.0
+    for rows in slices:
+        at = (slice(None),) * ba + (rows,)
+        arr = np.empty(t[at].shape, dtype=cplx)
+        arr.real = t[at]
+        np.multiply(v[at], tau, out=arr.imag, casting="same_kind")
+        y_shape = list(ctx.y_shape)
+        if rows != slice(None):
+            y_shape[ba] = rows.stop - rows.start
+            y = tgt.eval_packed(name, arr, 1, what, rows)
+        else:
+            y = tgt.eval_replace(name, arr, what)
+        del arr
+        check_out_shape(ctx, y, tuple(y_shape), what)
+        if not np.iscomplexobj(y):
+            raise TypeError("forward dropped the imaginary part")
+        dy = ctx.dy64[at]
+        im = y.imag.astype(np.float64)
+        num += float(np.vdot(dy, im))
+        mag += float(np.vdot(np.abs(dy), np.abs(im)))
+        out += float(np.vdot(np.abs(dy), np.where(im != 0, np.abs(y.real), 0.0)))
+        del y, im
+    num, mag = num / tau, mag / tau
     f_eps = ctx.rule.eps if ctx.rule.analytic_eps is None else ctx.rule.analytic_eps
     return av, num, ctx.rule.eps * mag + f_eps * out * vmax / scale, mag
 
@@ -72,8 +107,8 @@ def directional_real(
     :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back).
 
     Memory: the stencil's outputs are reduced as they arrive, a pair of points at a time and
-    in slices of the outputs (:class:`_Sums`); what is held at once is one call's outputs in
-    the layer's dtype, the step in float64 and slices."""
+    in slices of the outputs (:class:`~checks.engine.evaluation.Sums`); what is held at once
+    is one call's outputs in the layer's dtype, the step in float64 and slices."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_central * scale / vmax / step_div
@@ -94,7 +129,7 @@ def directional_real(
     res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
     if name in ctx.packed:  # stacked batches of stencil points: as few calls as fit
         ba = ctx.batch_axis
-        sums = _Sums(ctx, np.moveaxis(ctx.y0, ba, 0), np.moveaxis(ctx.dy64, ba, 0), res)
+        sums = Sums(ctx, np.moveaxis(ctx.y0, ba, 0), np.moveaxis(ctx.dy64, ba, 0), res)
         n = max(1, t.shape[ba])
         held = 8 * (2 + JUDGE_ARRAYS) * t.size  # v, a step in float64, the judgement's arrays
         chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n,
@@ -103,7 +138,16 @@ def directional_real(
         yb_shape = list(ctx.y_shape)
         for k0 in range(0, len(stencil), per_call):
             pts = stencil[k0 : k0 + per_call]
-            big = point(pts[0]) if len(pts) == 1 else np.concatenate([point(s) for s in pts], ba)
+            if len(pts) == 1:
+                big = point(pts[0])
+            else:  # filled point by point (no list of points beside their concatenation)
+                shape = list(t.shape)
+                shape[ba] *= len(pts)
+                big = np.empty(shape, dtype=t.dtype)
+                for i, s in enumerate(pts):
+                    big[(slice(None),) * ba + (slice(i * t.shape[ba], (i + 1) * t.shape[ba]),)] = (
+                        point(s)
+                    )
             ybig = tgt.eval_packed(name, big, len(pts), what)
             del big
             yb_shape[ba] = len(pts) * ctx.y_shape[ba]
@@ -112,7 +156,7 @@ def directional_real(
                 sums.add(np.moveaxis(part, ba, 0))
             del ybig, part
     else:
-        sums = _Sums(ctx, ctx.y0, ctx.dy64, res)
+        sums = Sums(ctx, ctx.y0, ctx.dy64, res)
         for s in stencil:
             y = tgt.eval_replace(name, point(s), what)
             check_out_shape(ctx, y, ctx.y_shape, what)
@@ -130,55 +174,6 @@ def directional_real(
     for f in ("value", "left", "right", "left2", "right2", "central", "central2"):
         out[f] = out[f] + av
     return out
-
-
-# outputs reduced at once by _Sums (float64 temporaries of this many elements)
-_SLICE = 1 << 16
-
-
-class _Sums:
-    """The numbers a directional Richardson needs, from its four stencil outputs given one at
-    a time (each in the baseline's layout, any dtype): ``r`` (``<y_k - y0, dy>``) per point,
-    and per pair of points ((0, 1), (2, 3)) the magnitude ``<|ya - yb|, |dy|>`` and the
-    rounding estimates of :func:`finite_diff.numerator_noise`. A pair's first output is kept
-    until its second arrives; everything is summed over slices of ``_SLICE`` outputs."""
-
-    def __init__(self, ctx: Ctx, y0: np.ndarray, dy: np.ndarray, res: tuple[float, float]):
-        self.ctx, self.res = ctx, res
-        self.y0, self.dy = y0.reshape(-1), dy.reshape(-1)
-        self.r: list[float] = []
-        self.mags: list[float] = []
-        self.noise: list[float] = []
-        self.typical: list[float] = []
-        self.first: np.ndarray | None = None
-
-    def add(self, y: np.ndarray) -> None:
-        y = y.reshape(-1)
-        n = y.size
-        self.r.append(sum(
-            float(np.dot(y[i : i + _SLICE].astype(np.float64) - self.y0[i : i + _SLICE],
-                         self.dy[i : i + _SLICE]))
-            for i in range(0, n, _SLICE)
-        ))  # fmt: skip
-        if self.first is None:
-            self.first = y
-            return
-        ya, yb, self.first = self.first, y, None
-        mag = terms = squares = 0.0
-        for i in range(0, n, _SLICE):
-            a = ya[i : i + _SLICE].astype(np.float64)
-            b = yb[i : i + _SLICE].astype(np.float64)
-            d = self.dy[i : i + _SLICE]
-            mag += float(np.dot(np.abs(a - b), np.abs(d)))
-            tt, sq = finite_diff.noise_terms(a, b, d, self.ctx.ybar, np.sum)
-            terms, squares = terms + float(tt), squares + float(sq)
-        nz, ty = finite_diff.noise_from_terms(
-            np.float64(terms), np.float64(squares), self.ctx.rule.eps,
-            dy_random=self.ctx.dy_random, resolution=self.res[len(self.mags)],
-        )  # fmt: skip
-        self.mags.append(mag)
-        self.noise.append(float(nz))
-        self.typical.append(float(ty))
 
 
 def complex_ok(ctx: Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:

@@ -502,6 +502,55 @@ def _fd_packed(
     return pk.results(compact)
 
 
+# outputs reduced at once by Sums (float64 temporaries of this many elements)
+_SLICE = 1 << 16
+
+
+class Sums:
+    """The numbers a directional Richardson needs, from its four stencil outputs given one at
+    a time (each in the baseline's layout, any dtype): ``r`` (``<y_k - y0, dy>``) per point,
+    and per pair of points ((0, 1), (2, 3)) the magnitude ``<|ya - yb|, |dy|>`` and the
+    rounding estimates of :func:`finite_diff.numerator_noise`. A pair's first output is kept
+    until its second arrives; everything is summed over slices of ``_SLICE`` outputs."""
+
+    def __init__(self, ctx: Ctx, y0: np.ndarray, dy: np.ndarray, res: tuple[float, float]):
+        self.ctx, self.res = ctx, res
+        self.y0, self.dy = y0.reshape(-1), dy.reshape(-1)
+        self.r: list[float] = []
+        self.mags: list[float] = []
+        self.noise: list[float] = []
+        self.typical: list[float] = []
+        self.first: np.ndarray | None = None
+
+    def add(self, y: np.ndarray) -> None:
+        y = y.reshape(-1)
+        n = y.size
+        self.r.append(sum(
+            float(np.dot(y[i : i + _SLICE].astype(np.float64) - self.y0[i : i + _SLICE],
+                         self.dy[i : i + _SLICE]))
+            for i in range(0, n, _SLICE)
+        ))  # fmt: skip
+        if self.first is None:
+            self.first = y
+            return
+        ya, yb, self.first = self.first, y, None
+        mag = terms = squares = 0.0
+        for i in range(0, n, _SLICE):
+            a = ya[i : i + _SLICE].astype(np.float64)
+            b = yb[i : i + _SLICE].astype(np.float64)
+            d = self.dy[i : i + _SLICE]
+            mag += float(np.dot(np.abs(a - b), np.abs(d)))
+            tt, sq = finite_diff.noise_terms(a, b, d, self.ctx.ybar, np.sum)
+            terms, squares = terms + float(tt), squares + float(sq)
+        nz, ty = finite_diff.noise_from_terms(
+            np.float64(terms), np.float64(squares), self.ctx.rule.eps,
+            dy_random=self.ctx.dy_random, resolution=self.res[len(self.mags)],
+        )  # fmt: skip
+        self.mags.append(mag)
+        self.noise.append(float(nz))
+        self.typical.append(float(ty))
+
+
 def _fd_elements(
     ctx: Ctx,
     name: str,
@@ -558,6 +607,11 @@ def _fd_elements(
         else:
             h = finite_diff.step_sizes(t, ctx.rule.h_central)
             vals, taken = finite_diff.perturbed_values(t, h, stencil)
+        if kind != "complex" and per_el > chunks.scratch:
+            # one element's outputs do not fit the scratch: each reduced as it arrives
+            fd = _streamed(ctx, name, group, vals, taken, kind)
+            _store(out, fields, fd, where[left_flat[start : start + per_group]])
+            continue
         ys = np.empty(
             (len(group), k, 1, y0.shape[1]),
             dtype=np.complex128 if kind == "complex" else np.float64,
@@ -581,17 +635,51 @@ def _fd_elements(
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
                                           method=kind, typical_num=typ[:, :, 0])  # fmt: skip
         del ys
-        dest = where[left_flat[start : start + per_group]]
-        for f in fields:
-            v = getattr(fd, f)
-            if v is not None:
-                out[f][0, dest] = v
+        _store(out, fields, fd, where[left_flat[start : start + per_group]])
     store = {f: v[0] for f, v in out.items()}
     del out
     if compact:  # every masked element (cols is now only those left after the groups)
         n_masked = int(np.count_nonzero(where >= 0))
         return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
     return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
+
+
+def _store(
+    out: dict[str, np.ndarray], fields: Sequence[str], fd: finite_diff.FDResult, dest: np.ndarray
+) -> None:
+    for f in fields:
+        v = getattr(fd, f)
+        if v is not None:
+            out[f][0, dest] = v
+
+
+def _streamed(
+    ctx: Ctx,
+    name: str,
+    group: list[tuple[int, ...]],
+    vals: np.ndarray,
+    taken: np.ndarray,
+    kind: str,
+) -> finite_diff.FDResult:
+    """Real differences of the elements ``group`` (stencil values ``vals`` (K, P)), each
+    stencil output reduced as it arrives (:class:`Sums`): what the one-by-one evaluation does
+    when one element's four outputs would not fit its scratch."""
+    res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
+    per = []
+    for j, idx in enumerate(group):
+        sums = Sums(ctx, ctx.y0, ctx.dy64, res)
+        for q in range(vals.shape[0]):
+            what = f"while perturbing {fmt_index(name, idx)}"
+            y = ctx.target.eval_element(name, idx, vals[q, j], what)
+            check_out_shape(ctx, y, ctx.y_shape, what)
+            sums.add(y)
+            del y
+        per.append(sums)
+    return finite_diff.combine_real(
+        np.array([s.r for s in per]).T, taken, np.array([s.mags for s in per]).T,
+        np.array([s.noise for s in per]).T, method=kind,
+        typical_num=np.array([s.typical for s in per]).T,
+    )  # fmt: skip
 
 
 def finite_differences(

@@ -70,8 +70,8 @@ def probe(
     the perturbed copies in the layer's own dtype, propagates as a
     :class:`~checks.report.errors.LayerContractError` (the target back in the caller's dtypes).
     """
-    y64 = y.astype(np.float64, copy=False)
-    ybar = float(np.mean(np.abs(y64))) if y64.size else 0.0
+    # y in its own dtype (a float64 copy of it would be held through every probe call)
+    ybar = float(np.mean(np.abs(y), dtype=np.float64)) if y.size else 0.0
 
     def same(a: np.ndarray, b: np.ndarray) -> bool:
         if a.shape != b.shape:
@@ -104,12 +104,12 @@ def probe(
         y_p = target.working_forward(what)
         if y_p.dtype != np.float64:
             raise _NoPromotion(f"forward on float64 copies returned {y_p.dtype}")
-        if not same(y_p, y64):
+        if not same(y_p, y):
             raise _NoPromotion("forward on float64 copies gave other outputs")
-        for name, dtype, state, native in probes:
+        while probes:  # each native output dropped once compared
+            name, dtype, state, native = probes.pop(0)
             t64 = target.value(name)
-            step = _step(t64, _redrawn(rng, state))
-            big = _perturbed(t64, step, dtype).astype(np.float64)
+            big = _perturbed(t64, _step(t64, _redrawn(rng, state)), dtype).astype(np.float64)
             if not same(target.eval_replace(name, big, what), native):
                 raise _NoPromotion(
                     f"forward did not follow a float64 {name} put in its place: it reads "
@@ -117,6 +117,10 @@ def probe(
                     f"LayerAdapter, set_params= hands the copy to the layer)"
                 )
             del big, native
+
+            def step(t64: np.ndarray = t64, state: Mapping[str, Any] = state) -> np.ndarray:
+                return _step(t64, _redrawn(rng, state))
+
             if not _quotients_agree(target, name, t64, step, y_p, ybar, what):
                 raise _NoPromotion(f"forward computes part of {name}'s effect in its own dtype")
     except (_NoPromotion, GradcheckError) as exc:
@@ -165,16 +169,21 @@ def _quotients_agree(
     target: Target,
     name: str,
     t64: np.ndarray,
-    step: np.ndarray,
+    step: Callable[[], np.ndarray],
     y_p: np.ndarray,
     ybar: float,
     what: str,
 ) -> bool:
     """Whether the float64 difference quotients along ``step`` at ``_PROMOTE_MID`` and
-    ``_PROMOTE_TINY`` agree output by output (see :func:`probe`)."""
+    ``_PROMOTE_TINY`` agree output by output (see :func:`probe`); ``step()`` draws the step
+    (again for each quotient, rather than held beside the outputs)."""
     q = []
     for tau in (_PROMOTE_MID, _PROMOTE_TINY):
-        y = target.eval_replace(name, t64 + tau * step, what).astype(np.float64, copy=False)
+        moved = step()
+        moved *= tau
+        moved += t64
+        y = target.eval_replace(name, moved, what).astype(np.float64, copy=False)
+        del moved
         y -= y_p
         y /= tau
         q.append(y.reshape(-1))

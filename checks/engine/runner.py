@@ -255,19 +255,18 @@ def _precision(
     """A float32 layer's finite differences in float64 when forward allows (the target left
     promoted): the baseline output the differences start from, and the tolerance rule."""
     y, rule = an.y, an.rule
-    y_num = y.astype(np.float64, copy=False)  # no second copy of a float64 output
     dtypes = [target.value(n).dtype for n in target.names]
     least = max((np.dtype(d) for d in (*dtypes, y.dtype)), key=lambda d: np.finfo(d).eps)
     report.precision = f"native {least}"
     if precision == "auto" and rule.eps > tolerances.DTYPE_TABLE[np.dtype(np.float64)].eps:
         # its own generator: falling back must leave the run identical to precision="native"
         probe_rng = np.random.default_rng([int(seed), 0x70726F6265])
-        y_p, why = precision_probe.probe(target, y_num, probe_rng, rule)
+        y_p, why = precision_probe.probe(target, y, probe_rng, rule)
         if y_p is not None:
             report.precision = f"float64 ({why})"
             return y_p, tolerances.promoted(rule)
         report.precision += f" ({why})"
-    return y_num, rule
+    return y.astype(np.float64, copy=False), rule  # no second copy of a float64 output
 
 
 def _probe_batching(ctx: Ctx, rng: np.random.Generator) -> str:

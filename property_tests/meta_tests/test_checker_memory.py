@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import cnn_ref
-from checks import check_layer, check_vjp
+from checks import GradientMismatchError, check_layer, check_vjp
 from checks.engine import evaluation, memory, targets
 
 
@@ -123,3 +123,46 @@ def test_check_vjp_cuts_every_batched_input_along_the_same_samples(monkeypatch):
     cut = check_vjp(f, vjp, a, b, coverage="full")
     assert rows.sliced
     _same_numbers(whole, cut)
+
+
+def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(monkeypatch):
+    """Below the scratch one element's four stencil outputs need (with the reductions'
+    temporaries), each output is reduced as it arrives (``evaluation._streamed``): the same
+    derivatives, error estimates and verdicts, to rounding (slices are summed in another
+    order), and a planted error in one kernel element still caught there."""
+    layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
+    x = np.random.default_rng(1).standard_normal((6, 4, 16, 16))
+    streamed = []
+    original = evaluation._streamed
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        streamed.append(len(args[2]))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(evaluation, "_streamed", spy)
+    per_element = 4 * x.shape[0] * 6 * 14 * 14 * 8 * (1 + evaluation._REDUCE_ROWS)
+    _squeeze(monkeypatch, per_element + (64 << 10))  # one element fits
+    fits = check_layer(layer, x, coverage="full", method="richardson")
+    assert not streamed
+    _squeeze(monkeypatch, per_element // 2)
+    cut = check_layer(layer, x, coverage="full", method="richardson")
+    assert streamed
+    assert fits.ok and cut.ok
+    for name in ("K", "b"):  # evaluated one by one in both (x is packed, in other lattices)
+        p, q = fits.tensor(name), cut.tensor(name)
+        np.testing.assert_array_less(np.abs(q.numerical - p.numerical), p.error_estimate + 1e-300)
+        # an estimate carries differences of nearly equal stencil sums (truncation), whose
+        # last bits follow the order of summation: 1e-4 relative apart was measured
+        np.testing.assert_allclose(q.error_estimate, p.error_estimate, rtol=1e-3)
+        assert q.mismatch.sum() == p.mismatch.sum() == 0
+
+    class Planted(cnn_ref.Conv2D):
+        def backward(self, dy: np.ndarray) -> np.ndarray:
+            dx = super().backward(dy)
+            self.grads["K"][2, 1, 0, 1] *= 1.001
+            return dx
+
+    bad = Planted(4, 6, 3, activation="tanh", seed=1)
+    with pytest.raises(GradientMismatchError) as err:
+        check_layer(bad, x, coverage="full", method="richardson")
+    assert err.value.report.tensor("K").worst_index == (2, 1, 0, 1)
