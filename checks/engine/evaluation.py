@@ -27,7 +27,7 @@ from checks.engine import (
     memory,
     tolerances,
 )
-from checks.engine.targets import Target, fmt_index
+from checks.engine.targets import Target, borrowing, fmt_index
 from checks.report.errors import LayerContractError
 
 # elements of float64 scratch (outputs of packed copies) per reduction chunk
@@ -522,7 +522,8 @@ class Sums:
         self.typical: list[float] = []
         self.first: np.ndarray | None = None
 
-    def add(self, y: np.ndarray) -> None:
+    def add(self, y: np.ndarray, borrowed: bool = False) -> None:
+        """Reduce output ``y``; a ``borrowed`` one (the layer's own buffer) is copied if kept."""
         y = y.reshape(-1)
         n = y.size
         self.r.append(sum(
@@ -531,7 +532,7 @@ class Sums:
             for i in range(0, n, _SLICE)
         ))  # fmt: skip
         if self.first is None:
-            self.first = y
+            self.first = y.copy() if borrowed else y
             return
         ya, yb, self.first = self.first, y, None
         mag = terms = squares = 0.0
@@ -607,9 +608,12 @@ def _fd_elements(
         else:
             h = finite_diff.step_sizes(t, ctx.rule.h_central)
             vals, taken = finite_diff.perturbed_values(t, h, stencil)
-        if kind != "complex" and per_el > chunks.scratch:
+        if per_el > chunks.scratch:
             # one element's outputs do not fit the scratch: each reduced as it arrives
-            fd = _streamed(ctx, name, group, vals, taken, kind)
+            if kind == "complex":
+                fd = _streamed_complex(ctx, name, group, vals[0], h, t)
+            else:
+                fd = _streamed(ctx, name, group, vals, taken, kind)
             _store(out, fields, fd, where[left_flat[start : start + per_group]])
             continue
         ys = np.empty(
@@ -670,9 +674,10 @@ def _streamed(
         sums = Sums(ctx, ctx.y0, ctx.dy64, res)
         for q in range(vals.shape[0]):
             what = f"while perturbing {fmt_index(name, idx)}"
-            y = ctx.target.eval_element(name, idx, vals[q, j], what)
+            with borrowing(ctx.target):
+                y = ctx.target.eval_element(name, idx, vals[q, j], what)
             check_out_shape(ctx, y, ctx.y_shape, what)
-            sums.add(y)
+            sums.add(y, borrowed=True)
             del y
         per.append(sums)
     return finite_diff.combine_real(
@@ -680,6 +685,37 @@ def _streamed(
         np.array([s.noise for s in per]).T, method=kind,
         typical_num=np.array([s.typical for s in per]).T,
     )  # fmt: skip
+
+
+def _streamed_complex(
+    ctx: Ctx,
+    name: str,
+    group: list[tuple[int, ...]],
+    vals: np.ndarray,
+    h: np.ndarray,
+    t: np.ndarray,
+) -> finite_diff.FDResult:
+    """The complex step of the elements ``group`` (complex values ``vals``), each output
+    reduced in slices as it arrives (as :func:`reduce_outputs`), not copied."""
+    dy = ctx.dy64.reshape(-1)
+    sums = np.zeros((3, len(group)))
+    for j, idx in enumerate(group):
+        what = f"while perturbing {fmt_index(name, idx)}"
+        with borrowing(ctx.target):
+            y = ctx.target.eval_element(name, idx, vals[j], what)
+        check_out_shape(ctx, y, ctx.y_shape, what)
+        y = y.reshape(-1)
+        for i in range(0, y.size, _SLICE):
+            part, d = y[i : i + _SLICE], dy[i : i + _SLICE]
+            im = part.imag.astype(np.float64)
+            ad = np.abs(d)
+            sums[0, j] += float(np.dot(im, d))
+            sums[1, j] += float(np.dot(np.abs(im), ad))
+            sums[2, j] += float(np.dot(np.where(im != 0, np.abs(part.real), 0.0), ad))
+        del y
+    return finite_diff.combine_complex(
+        sums[0], sums[1], h, ctx.rule.eps, sums[2], t, forward_eps=ctx.rule.analytic_eps
+    )
 
 
 def finite_differences(

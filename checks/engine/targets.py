@@ -10,7 +10,8 @@ reported as ``params['x']``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import numpy as np
@@ -25,17 +26,18 @@ def fmt_index(name: str, idx: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(map(str, idx))}]"
 
 
-def _as_output(y: Any, label: str) -> np.ndarray:
+def _as_output(y: Any, label: str, copy: bool = True) -> np.ndarray:
     """A forward result as an ndarray of its own; a scalar output (a loss) becomes a 0-d array.
 
-    Always a copy: a layer may return the same buffer from every call (``np.tanh(u,
-    out=self._out)``), so what it returns is only borrowed until its next call.
+    A copy unless ``copy`` is false (see :func:`borrowing`): a layer may return the same
+    buffer from every call (``np.tanh(u, out=self._out)``), so what it returns is only
+    borrowed until its next call.
     """
     if isinstance(y, (np.generic, float)) and not isinstance(y, (bool, np.bool_)):
         y = np.asarray(y)
     if not isinstance(y, np.ndarray):
         raise LayerContractError(f"{label} returned {type(y).__name__}, not an ndarray")
-    return y.copy()
+    return y.copy() if copy else y
 
 
 def _own(g: Any) -> Any:
@@ -63,6 +65,17 @@ def _reraise(exc: LayerContractError, *inputs: Any) -> NoReturn:
     raise exc
 
 
+@contextmanager
+def borrowing(target: Target) -> Iterator[None]:
+    """Within: forward's outputs are returned as the layer returned them, not copied -- for a
+    caller that reduces each output before the next call, and copies what it keeps."""
+    target.borrow = True
+    try:
+        yield
+    finally:
+        target.borrow = False
+
+
 class Target:
     """The function under check: named tensors, forward with one tensor replaced, gradients."""
 
@@ -71,6 +84,7 @@ class Target:
     names: list[str]
     packable: set[str]
     n_evals: int = 0
+    borrow: bool = False  # see borrowing
 
     def value(self, name: str) -> np.ndarray:
         raise NotImplementedError
@@ -138,7 +152,7 @@ class LayerTarget(Target):
             y = contract.call_layer(self.layer.forward, label, x)
         except LayerContractError as exc:
             _reraise(exc, x, *self.params.values())
-        return _as_output(y, label)
+        return _as_output(y, label, copy=not self.borrow)
 
     def base_forward(self) -> np.ndarray:
         return self._forward(self.xw, "on x")
@@ -258,7 +272,7 @@ class VjpTarget(Target):
             y = contract.call_layer(self.f, label, *args)
         except LayerContractError as exc:
             _reraise(exc, *args)
-        return _as_output(y, label)
+        return _as_output(y, label, copy=not self.borrow)
 
     def base_forward(self) -> np.ndarray:
         return self._call(self.work, "on the inputs")

@@ -125,27 +125,33 @@ def test_check_vjp_cuts_every_batched_input_along_the_same_samples(monkeypatch):
     _same_numbers(whole, cut)
 
 
-def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(monkeypatch):
-    """Below the scratch one element's four stencil outputs need (with the reductions'
+@pytest.mark.parametrize(
+    ("method", "points", "size", "spied"),
+    [("richardson", 4, 8, "_streamed"), ("complex", 1, 16, "_streamed_complex")],
+)
+def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
+    monkeypatch, method, points, size, spied
+):
+    """Below the scratch one element's stencil outputs need (with the reductions'
     temporaries), each output is reduced as it arrives (``evaluation._streamed``): the same
     derivatives, error estimates and verdicts, to rounding (slices are summed in another
     order), and a planted error in one kernel element still caught there."""
     layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
     x = np.random.default_rng(1).standard_normal((6, 4, 16, 16))
     streamed = []
-    original = evaluation._streamed
+    original = getattr(evaluation, spied)
 
     def spy(*args: Any, **kw: Any) -> Any:
         streamed.append(len(args[2]))
         return original(*args, **kw)
 
-    monkeypatch.setattr(evaluation, "_streamed", spy)
-    per_element = 4 * x.shape[0] * 6 * 14 * 14 * 8 * (1 + evaluation._REDUCE_ROWS)
+    monkeypatch.setattr(evaluation, spied, spy)
+    per_element = points * x.shape[0] * 6 * 14 * 14 * size * (1 + evaluation._REDUCE_ROWS)
     _squeeze(monkeypatch, per_element + (64 << 10))  # one element fits
-    fits = check_layer(layer, x, coverage="full", method="richardson")
+    fits = check_layer(layer, x, coverage="full", method=method)
     assert not streamed
     _squeeze(monkeypatch, per_element // 2)
-    cut = check_layer(layer, x, coverage="full", method="richardson")
+    cut = check_layer(layer, x, coverage="full", method=method)
     assert streamed
     assert fits.ok and cut.ok
     for name in ("K", "b"):  # evaluated one by one in both (x is packed, in other lattices)
@@ -164,5 +170,33 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(monkeyp
 
     bad = Planted(4, 6, 3, activation="tanh", seed=1)
     with pytest.raises(GradientMismatchError) as err:
-        check_layer(bad, x, coverage="full", method="richardson")
+        check_layer(bad, x, coverage="full", method=method)
     assert err.value.report.tensor("K").worst_index == (2, 1, 0, 1)
+
+
+def test_a_complex_projection_of_x_is_stepped_a_slice_of_samples_at_a_time(monkeypatch):
+    """When the batch in complex numbers does not fit the scratch, the complex step along a
+    random direction of ``x`` is taken on slices of the samples: the projections are the same
+    sums, to rounding, and a planted error in one element of dx is still caught."""
+    layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
+    x = np.random.default_rng(1).standard_normal((8, 4, 16, 16))
+    whole = check_layer(layer, x, coverage="projected", method="complex")
+    rows = _Rows(monkeypatch)
+    _squeeze(monkeypatch, 256 << 10)
+    cut = check_layer(layer, x, coverage="projected", method="complex")
+    assert rows.sliced
+    p, q = whole.tensor("x").projections, cut.tensor("x").projections
+    assert len(p) == len(q) > 0
+    for a, b in zip(p, q, strict=True):
+        assert a[0] == b[0]  # the analytic side: the same direction
+        assert abs(a[1] - b[1]) <= 1e-12 * abs(a[1]) + 1e-15, (a, b)
+
+    class Planted(cnn_ref.Conv2D):
+        def backward(self, dy: np.ndarray) -> np.ndarray:
+            dx = super().backward(dy).copy()
+            dx[5, 2, 7, 9] *= 1.01
+            return dx
+
+    with pytest.raises(GradientMismatchError):
+        check_layer(Planted(4, 6, 3, activation="tanh", seed=1), x, coverage="projected",
+                    method="complex")  # fmt: skip
