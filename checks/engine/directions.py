@@ -22,9 +22,10 @@ from checks.engine.evaluation import (
     Ctx,
     Sums,
     check_out_shape,
+    complex_sums,
     scratch_bytes,
 )
-from checks.engine.targets import ComplexCallError, Target
+from checks.engine.targets import ComplexCallError, Target, borrowing
 from checks.report.errors import LayerContractError
 
 
@@ -70,21 +71,19 @@ def _directional_complex(
         arr.real = t[at]
         np.multiply(v[at], tau, out=arr.imag, casting="same_kind")
         y_shape = list(ctx.y_shape)
-        if rows != slice(None):
-            y_shape[ba] = rows.stop - rows.start
-            y = tgt.eval_packed(name, arr, 1, what, rows)
-        else:
-            y = tgt.eval_replace(name, arr, what)
+        with borrowing(tgt):  # reduced before the next call
+            if rows != slice(None):
+                y_shape[ba] = rows.stop - rows.start
+                y = tgt.eval_packed(name, arr, 1, what, rows)
+            else:
+                y = tgt.eval_replace(name, arr, what)
         del arr
         check_out_shape(ctx, y, tuple(y_shape), what)
         if not np.iscomplexobj(y):
             raise TypeError("forward dropped the imaginary part")
-        dy = ctx.dy64[at]
-        im = y.imag.astype(np.float64)
-        num += float(np.vdot(dy, im))
-        mag += float(np.vdot(np.abs(dy), np.abs(im)))
-        out += float(np.vdot(np.abs(dy), np.where(im != 0, np.abs(y.real), 0.0)))
-        del y, im
+        sums = complex_sums(y, np.ascontiguousarray(ctx.dy64[at]))
+        num, mag, out = num + sums[0], mag + sums[1], out + sums[2]
+        del y
     num, mag = num / tau, mag / tau
     f_eps = ctx.rule.eps if ctx.rule.analytic_eps is None else ctx.rule.analytic_eps
     return av, num, ctx.rule.eps * mag + f_eps * out * vmax / scale, mag

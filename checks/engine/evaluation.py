@@ -687,6 +687,21 @@ def _streamed(
     )  # fmt: skip
 
 
+def complex_sums(y: np.ndarray, dy: np.ndarray) -> tuple[float, float, float]:
+    """``(<Im y, dy>, <|Im y|, |dy|>, <|Re y| where Im y != 0, |dy|>)`` (what
+    :func:`reduce_outputs` gives the complex step), summed over slices of the outputs."""
+    y, dy = y.reshape(-1), dy.reshape(-1)
+    im_sum = abs_sum = out_sum = 0.0
+    for i in range(0, y.size, _SLICE):
+        part, d = y[i : i + _SLICE], dy[i : i + _SLICE]
+        im = part.imag.astype(np.float64)
+        ad = np.abs(d)
+        im_sum += float(np.dot(im, d))
+        abs_sum += float(np.dot(np.abs(im), ad))
+        out_sum += float(np.dot(np.where(im != 0, np.abs(part.real), 0.0), ad))
+    return im_sum, abs_sum, out_sum
+
+
 def _streamed_complex(
     ctx: Ctx,
     name: str,
@@ -704,14 +719,7 @@ def _streamed_complex(
         with borrowing(ctx.target):
             y = ctx.target.eval_element(name, idx, vals[j], what)
         check_out_shape(ctx, y, ctx.y_shape, what)
-        y = y.reshape(-1)
-        for i in range(0, y.size, _SLICE):
-            part, d = y[i : i + _SLICE], dy[i : i + _SLICE]
-            im = part.imag.astype(np.float64)
-            ad = np.abs(d)
-            sums[0, j] += float(np.dot(im, d))
-            sums[1, j] += float(np.dot(np.abs(im), ad))
-            sums[2, j] += float(np.dot(np.where(im != 0, np.abs(part.real), 0.0), ad))
+        sums[:, j] = complex_sums(y, dy)
         del y
     return finite_diff.combine_complex(
         sums[0], sums[1], h, ctx.rule.eps, sums[2], t, forward_eps=ctx.rule.analytic_eps

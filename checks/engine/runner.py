@@ -10,6 +10,7 @@ not ok. The layer's parameters are restored in ``finally`` whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -30,7 +31,7 @@ from checks.engine import precision as precision_probe
 from checks.engine.directions import complex_ok
 from checks.engine.evaluation import CHUNK_ELEMENTS, Ctx, account_memory
 from checks.engine.judgement import check_tensor, reads_nothing
-from checks.engine.targets import LayerTarget, Target, VjpTarget, fmt_index
+from checks.engine.targets import LayerTarget, Target, VjpTarget, borrowing, fmt_index
 from checks.report import Report, TensorReport
 from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.report.messages import format_report
@@ -277,9 +278,12 @@ def _probe_batching(ctx: Ctx, rng: np.random.Generator) -> str:
         if name in target.packable and target.value(name).ndim > batch_axis:
             n_batch = target.value(name).shape[batch_axis]
 
-            def call(arr: np.ndarray, nm: str = name, nb: int = n_batch) -> np.ndarray:
+            def call(
+                arr: np.ndarray, nm: str = name, nb: int = n_batch, borrow: bool = False
+            ) -> np.ndarray:
                 copies = arr.shape[batch_axis] // max(nb, 1)
-                return target.eval_packed(nm, arr, copies, "in the independence probe")
+                with borrowing(target) if borrow else contextlib.nullcontext():
+                    return target.eval_packed(nm, arr, copies, "in the independence probe")
 
             ok, why = batching.probe_independence(
                 call, target.value(name), ctx.y0, batch_axis, rng, ctx.rule.eps
