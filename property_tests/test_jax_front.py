@@ -270,3 +270,25 @@ def test_the_caller_arrays_are_untouched():
         assert np.array_equal(params[k], before[0][k]) and params[k].flags.writeable
     assert np.array_equal(x, before[1])
     assert np.array_equal(np.asarray(xj), x.astype(np.float32))
+
+
+def test_without_a_way_to_enable_x64_float32_stays_native_and_float64_is_refused(monkeypatch):
+    from checks.doors import jax_eval
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("jax_enable_x64 is on in this process")
+    monkeypatch.setattr(jax_eval, "_x64_manager", lambda: None)
+    x = np.linspace(-1, 1, 6)
+    rep = cj.check_function(jnp.tanh, x.astype(np.float32))
+    assert rep.ok and rep.precision.startswith("native float32")
+    assert "TypeError" in rep.precision  # the probe's float64 call was refused
+    with pytest.raises(TypeError, match="float64 and complex128 cannot be evaluated"):
+        cj.check_function(jnp.tanh, x)
+
+
+def test_order_2_differentiates_the_backward_at_the_given_dy():
+    x = np.linspace(-1.5, 1.5, 12).reshape(3, 4)
+    dy = np.random.default_rng(5).standard_normal(x.shape)
+    assert cj.check_function(corpus.TANH, x, order=2, dy=dy).ok
+    with pytest.raises(ValueError, match="dy must be an ndarray with 12 elements"):
+        cj.check_function(corpus.TANH, x, order=2, dy=np.ones(5))

@@ -10,9 +10,9 @@ uses numpy on concrete values works as it does under ``jax.grad``.
 64-bit values: JAX computes in float32 unless ``jax_enable_x64`` is set. A call whose arrays
 include a float64 or complex128 one runs inside ``jax.enable_x64(True)`` (in older JAX
 ``jax.experimental.enable_x64``), a thread-local context that leaves the user's setting as it
-was; where neither exists (JAX before 0.2.9), such a call raises ``TypeError`` -- the engine's
-sign for "not this way": a float32 check then stays in float32 and the complex step falls back
-to real differences; a float64 argument cannot be checked there.
+was; where neither exists, such a call raises ``TypeError`` -- the engine's sign for "not
+this way": a float32 check then stays in float32 (its complex step in complex64), and a
+float64 argument is refused with that error.
 
 JAX is an optional dependency (the ``jax`` extra); it is imported on first use.
 """
@@ -221,7 +221,10 @@ class FlatFunction:
         text = str(exc).split("\n", 1)[0]
         head = f"the backward of {self.backward_of} is not differentiable: "
         if "callback" in text.lower() and "jvp" in text.lower():
-            return head + f"it calls jax.pure_callback, which JAX cannot differentiate ({text})"
+            return head + (
+                "it calls jax.pure_callback, which JAX cannot differentiate (write bwd in "
+                "jax.numpy, or give the callback its own jax.custom_jvp)"
+            )
         if type(exc).__name__ == "TracerArrayConversionError" or _is_trace_error(exc):
             return head + (
                 "it turns a traced value into a numpy array (numpy inside bwd), which JAX "

@@ -246,7 +246,8 @@ def check_function(
     arrays = [np.array(sel.leaves[i]) for i in sel.checked]  # host copies
 
     def flat_f(*a: Any) -> tuple[Any, ...]:
-        return tuple(jax.tree_util.tree_leaves(f(*sel.rebuild(a))))
+        # arrays, also where f returns a Python or numpy number
+        return tuple(jax.numpy.asarray(o) for o in jax.tree_util.tree_leaves(f(*sel.rebuild(a))))
 
     fname = _name(f)
     flat = FlatFunction(flat_f, fname, arrays, jit=jit)
