@@ -11,8 +11,8 @@ uses numpy on concrete values works as it does under ``jax.grad``.
 include a float64 or complex128 one runs inside ``jax.enable_x64(True)`` (in older JAX
 ``jax.experimental.enable_x64``), a thread-local context that leaves the user's setting as it
 was; where neither exists, such a call raises ``TypeError`` -- the engine's sign for "not
-this way": a float32 check then stays in float32 (its complex step in complex64), and a
-float64 argument is refused with that error.
+this way": a float32 check then stays in float32 (its complex step in complex64); a float64
+argument is refused up front by the door (:func:`x64_available`).
 
 JAX is an optional dependency (the ``jax`` extra); it is imported on first use.
 """
@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FlatFunction", "NotDifferentiableError", "jax_module", "x64_for"]
+from checks.engine import contract
+
+__all__ = ["FlatFunction", "NotDifferentiableError", "jax_module", "x64_available", "x64_for"]
 
 _WIDE = (np.dtype(np.float64), np.dtype(np.complex128))
 
@@ -66,6 +68,12 @@ def _x64_manager() -> Callable[[bool], Any] | None:
         return importlib.import_module("jax.experimental").enable_x64
     except (ImportError, AttributeError):
         return None
+
+
+def x64_available() -> bool:
+    """Whether float64 can be evaluated: ``jax_enable_x64`` is on, or a context manager can
+    turn it on for a call."""
+    return bool(jax_module().config.jax_enable_x64) or _x64_manager() is not None
 
 
 @contextlib.contextmanager
@@ -129,7 +137,9 @@ class FlatFunction:
         self._calls: dict[Any, int] = {}  # calls per shapes and dtypes
         self._jitted_vjp: Any = jax.jit(self._pullback) if jit else None
         self.eager_reason = ""  # why forward is evaluated op by op after all
-        outs = self._outputs(arrays)
+        # the first call, before the engine's: what f raises is the function failing, as
+        # on any of the engine's calls
+        outs = contract.call_layer(self._outputs, f"{name} on its arguments", arrays)
         self.out_dtypes = [np.dtype(o.dtype) for o in outs]
         self.out_shapes = [tuple(o.shape) for o in outs]
         self.kept = [k for k, d in enumerate(self.out_dtypes) if d.kind == "f"]

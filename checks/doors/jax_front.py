@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from checks.doors.api import check_vjp
-from checks.doors.jax_eval import FlatFunction, jax_module, x64_for
+from checks.doors.jax_eval import FlatFunction, jax_module, x64_available, x64_for
 from checks.doors.naming import rename_report, renamed_error, signature_names
 from checks.report.data import Report
 from checks.report.errors import GradcheckError
@@ -98,6 +98,12 @@ def _select(f: Callable[..., Any], args: Sequence[Any], argnums: Any) -> _Args:
                     raise TypeError(
                         f"{name} has dtype {leaf.dtype}, which the checker has no tolerance "
                         f"rule for ({', '.join(_CHECKABLE)}); leave it out with argnums="
+                    )
+                if leaf.dtype == np.float64 and not x64_available():
+                    raise TypeError(
+                        f"{name} is float64, but jax_enable_x64 is off and this JAX has no "
+                        "enable_x64 context manager to evaluate it in float64: set "
+                        "jax_enable_x64, or pass float32"
                     )
                 sel.checked.append(len(sel.leaves))
                 sel.names.append(name)
