@@ -156,6 +156,8 @@ def test_pytree_leaves_are_named_by_their_path_and_argnums_selects_arguments():
     params, x = _affine_args()
     rep = cj.check_function(_affine, params, x, 2)
     assert [t.name for t in rep.tensors] == ["params['b']", "params['w']", "x"]
+    # x carries the batch though it comes second: its copies are stacked along axis 0
+    assert rep.batching.startswith("x: packed along batch_axis=0")
     rep = cj.check_function(_affine, params, x, 2, argnums=0)
     assert [t.name for t in rep.tensors] == ["params['b']", "params['w']"]
     rep = cj.check_function(_affine, params, x, 2, argnums=(1,))

@@ -27,9 +27,10 @@ import numpy as np
 
 from checks.doors.api import check_vjp
 from checks.doors.jax_eval import FlatFunction, jax_module, x64_available, x64_for
-from checks.doors.naming import rename_report, renamed_error, signature_names
+from checks.doors.naming import rename_report, signature_names
 from checks.report.data import Report
 from checks.report.errors import GradcheckError
+from checks.report.messages import format_report
 
 __all__ = ["check_function"]
 
@@ -148,6 +149,24 @@ def _notes(flat: FlatFunction, what: str) -> list[str]:
     return notes
 
 
+def _batch_first(flat: FlatFunction, arrays: list[np.ndarray], batch_axis: Any) -> list[int]:
+    """The order the engine gets the arrays in. It takes its first input for the one that
+    carries the batch; for ``apply(params, x)`` that is ``x``, the first array whose size
+    along ``batch_axis`` is the (single) output's: it goes first, the others keep their
+    order."""
+    same = list(range(len(arrays)))
+    if len(flat.kept) != 1 or isinstance(batch_axis, bool) or not isinstance(batch_axis, int):
+        return same
+    shape = flat.out_shapes[flat.kept[0]]
+    if not 0 <= batch_axis < len(shape):
+        return same
+    n = shape[batch_axis]
+    carriers = [i for i, a in enumerate(arrays) if a.ndim > batch_axis and a.shape[batch_axis] == n]
+    if not carriers or carriers[0] == 0:
+        return same
+    return [carriers[0], *(i for i in same if i != carriers[0])]
+
+
 def _run(
     flat: FlatFunction,
     arrays: list[np.ndarray],
@@ -155,27 +174,42 @@ def _run(
     options: dict[str, Any],
     finish: Callable[[Report], None],
 ) -> Report:
-    """:func:`check_vjp` on ``flat``, its report renamed and finished by ``finish`` (the
-    command line, the notes) on success and failure alike."""
+    """:func:`check_vjp` on ``flat``, its report renamed, in the arguments' order and
+    finished by ``finish`` (the command line, the notes) on success and failure alike."""
     if not flat.kept:
         raise ValueError(
             f"{flat.__name__} has no floating-point output to check (outputs: "
             f"{[str(d) for d in flat.out_dtypes]})"
         )
-    rename = {f"inputs[{k}]": n for k, n in enumerate(names)}
+    perm = _batch_first(flat, arrays, options.get("batch_axis", 0))
+    where = {i: k for k, i in enumerate(perm)}  # argument i is the engine's input where[i]
+
+    def ours(a: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        return [a[where[i]] for i in range(len(a))]
 
     def forward(*a: np.ndarray) -> np.ndarray:
-        return flat.forward(*a)
+        return flat.forward(*ours(a))
+
+    def vjp(dy: np.ndarray, *a: np.ndarray) -> tuple[np.ndarray, ...]:
+        grads = flat.vjp(dy, *ours(a))
+        return tuple(grads[i] for i in perm)
 
     forward.__name__ = flat.__name__
+    rename = {f"inputs[{k}]": names[i] for k, i in enumerate(perm)}
+
+    def tidy(report: Report) -> None:
+        rename_report(report, rename)
+        report.tensors.sort(key=lambda t: names.index(t.name) if t.name in names else len(names))
+        finish(report)
+
     try:
-        report = check_vjp(forward, flat.vjp, *arrays, **options)
+        report = check_vjp(forward, vjp, *(arrays[i] for i in perm), **options)
     except GradcheckError as err:
-        if err.report is not None:
-            finish(err.report)
-        raise renamed_error(err, rename) from err.__cause__
-    rename_report(report, rename)
-    finish(report)
+        if err.report is None:
+            raise
+        tidy(err.report)
+        raise type(err)(format_report(err.report), err.report) from err.__cause__
+    tidy(report)
     return report
 
 

@@ -2,8 +2,8 @@
 
 :func:`checks.check_vjp` calls the tensors it checks ``inputs[0]``, ``inputs[1]``, ... A
 framework door knows better (the function's parameter names, a pytree path, a module's
-parameter names) and renames the report, the texts that name a tensor and the error message
-with :func:`rename_report` and :func:`renamed_error`.
+parameter names) and renames the report and the texts that name a tensor with
+:func:`rename_report` (then rebuilds an error's message from it).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from checks.report.data import Report
-from checks.report.errors import GradcheckError
-from checks.report.messages import format_report
 
-__all__ = ["rename_report", "renamed_error", "signature_names"]
+__all__ = ["rename_report", "signature_names"]
 
 _ENGINE_NAME = re.compile(r"inputs\[\d+\]")
 
@@ -51,12 +49,3 @@ def rename_report(report: Report, names: dict[str, str]) -> None:
     report.batching = _sub(report.batching, names)
     report.precision = _sub(report.precision, names)
     report.problems = [_sub(p, names) for p in report.problems]
-
-
-def renamed_error(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
-    """The same error with its report renamed (see :func:`rename_report`) and its message
-    rebuilt from it."""
-    if err.report is None:
-        return err
-    rename_report(err.report, names)
-    return type(err)(format_report(err.report), err.report)
