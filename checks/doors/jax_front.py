@@ -245,9 +245,11 @@ def check_function(
         (``jax.lax.stop_gradient``) fails as a mismatch of the arrays it mistreats, with a
         note when the backward applies ``stop_gradient``.
     jit : bool
-        Compile the forward calls with ``jax.jit`` (default); a function that cannot be
-        traced is evaluated op by op and the report's notes say so. The analytic side is
-        always ``jax.vjp`` op by op.
+        Let calls be compiled with ``jax.jit`` (default): the forward calls of one shape and
+        dtype run op by op for their first 32, then compiled (the checker's calls come in a
+        few heavy shapes and a tail of one-off ones); the vjp is compiled too. What cannot be
+        traced (numpy on values) is evaluated op by op, with a note in the report when it is
+        ``f``. ``False`` never compiles.
     **options
         As for :func:`checks.check_vjp` (``method``, ``coverage``, ``rtol``, ``atol``, ``seed``,
         ``precision``, ``batch_axis``; ``dy`` in the output's shape, or one flat array over
