@@ -22,20 +22,28 @@ settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-def _torch_missing() -> bool:
+def _missing(module: str) -> bool:
     try:
-        import torch  # noqa: F401
+        __import__(module)
     except ModuleNotFoundError:
         return True
     return False
 
 
+# marker -> (module it needs, the skip reason)
+_OPTIONAL = {
+    "torch": ("torch", "needs PyTorch (pip install the 'torch' extra)"),
+    "jax": ("jax", "needs JAX (pip install the 'jax' extra)"),
+}
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``torch`` are skipped before they run when PyTorch is absent: a
-    Hypothesis test that skips from inside (``importorskip``) first prints every explicit
-    example it was given ("Failing explicit example: ..." with whole arrays)."""
-    marked = [item for item in items if item.get_closest_marker("torch")]
-    if marked and _torch_missing():
-        skip = pytest.mark.skip(reason="needs PyTorch (pip install the 'torch' extra)")
-        for item in marked:
-            item.add_marker(skip)
+    """Tests marked ``torch`` (``jax``) are skipped before they run when PyTorch (JAX) is
+    absent: a Hypothesis test that skips from inside (``importorskip``) first prints every
+    explicit example it was given ("Failing explicit example: ..." with whole arrays)."""
+    for marker, (module, reason) in _OPTIONAL.items():
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if marked and _missing(module):
+            skip = pytest.mark.skip(reason=reason)
+            for item in marked:
+                item.add_marker(skip)

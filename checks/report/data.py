@@ -25,6 +25,7 @@ A single object::
       "problems": [str],        # contract / NaN findings, one line each
       "kinks": [[tensor_name, [i0, i1, ...]]],
       "reproduce": str,         # one-line reproduction
+      "notes": [str],           # what a front door adds (an output it did not check, ...)
       "tensors": [              # one per checked tensor, "x" first, then params in order
         {
           "name": str, "shape": [int], "dtype": str, "method": str,
@@ -300,6 +301,9 @@ class Report:
         (...)"`` for a float32/float16 layer whose forward the precision probe showed to follow
         float64 copies, else ``"native <dtype>"``.
     requested_precision : str
+    notes : list of str
+        What a front door adds to the verdict, one line each (an output it did not check,
+        a function it could not compile); printed with the report, never a failure.
     """
 
     ok: bool = True
@@ -320,6 +324,7 @@ class Report:
     requested_precision: str = "auto"
     #: how the check was started, when a front door knows it better than ``check_layer(...)``
     command: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def tensor(self, name: str) -> TensorReport:
         """The :class:`TensorReport` called ``name`` (KeyError naming the choices otherwise)."""
@@ -369,6 +374,7 @@ class Report:
             "problems": list(self.problems),
             "kinks": [[n, list(i)] for n, i in self.kinks],
             "reproduce": self.reproduce,
+            "notes": list(self.notes),
             "tensors": [t.to_dict() for t in self.tensors],
         }
 

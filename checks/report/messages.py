@@ -144,6 +144,7 @@ def format_failure(report: Report) -> str:
     for tr in report.tensors:
         if not tr.ok:
             parts.append(format_tensor(report, tr))
+    parts.extend(f"Note: {n}" for n in report.notes)
     parts.append(f"Reproduce: {report.reproduce}")
     return "\n".join(parts)
 
@@ -170,4 +171,5 @@ def format_report(report: Report) -> str:
         lines.append(f"  kinks accepted as subgradients: {shown}{more}")
     if report.precision and not report.precision.startswith("native float64"):
         lines.append(f"  finite differences in {report.precision}")
+    lines.extend(f"  note: {n}" for n in report.notes)
     return "\n".join(lines)
