@@ -59,7 +59,9 @@ def softplus_bad(x):
 
 
 def _x(dtype=torch.float64):
-    return torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=dtype).requires_grad_()
+    return torch.randn(
+        3, 4, generator=torch.Generator().manual_seed(0), dtype=dtype
+    ).requires_grad_()
 
 
 def _double_backward(fn, x, dy, v):
@@ -124,7 +126,9 @@ def test_grad_outputs_is_the_point_and_is_validated():
     x = _x()
     rep = ct.check_function(softplus, x, order=2, grad_outputs=torch.ones(3, 4).double())
     assert rep.ok
-    with pytest.raises(ValueError, match=r"grad_outputs\[0\] has shape \(4,\), output has \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"grad_outputs\[0\] has shape \(4,\), output has \(3, 4\)"
+    ):
         ct.check_function(softplus, x, order=2, grad_outputs=torch.ones(4))
     with pytest.raises(ValueError, match="grad_outputs has 2 entries"):
         ct.check_function(softplus, x, order=2, grad_outputs=[torch.ones(3, 4)] * 2)
