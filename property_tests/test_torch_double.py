@@ -150,3 +150,30 @@ def test_the_caller_tensors_are_untouched_at_order_2():
     before = x.detach().clone()
     ct.check_function(softplus, x, order=2)
     assert torch.equal(x.detach(), before) and x.grad is None
+
+
+class Affine(torch.autograd.Function):
+    """The setup_context style: forward(x, weight) without ctx."""
+
+    @staticmethod
+    def forward(x, weight):
+        return x * weight
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g * w, (g * x).sum(0)
+
+
+def test_a_function_apply_is_named_by_its_class_and_forward_arguments_at_both_orders():
+    x = _x()
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    for order in (1, 2):
+        rep = ct.check_function(Softplus.apply, x, order=order)
+        assert rep.layer_name == "Softplus" and rep.tensors[0].name == "x"
+        rep = ct.check_function(Affine.apply, x, w, order=order)
+        assert [t.name for t in rep.tensors][:2] == ["x", "weight"]

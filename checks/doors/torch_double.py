@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from checks.doors.torch_names import label
 from checks.report.errors import LayerContractError
 
 __all__ = ["NOT_DIFFERENTIABLE", "DoubleBackward"]
@@ -93,7 +94,7 @@ class DoubleBackward:
     ) -> None:
         torch = _torch()
         self.fn, self.inputs, self.checked = fn, list(inputs), checked
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.__name__ = label(fn)
         with torch.enable_grad():
             outs = _outputs(fn(*inputs))
         # the outputs autograd can differentiate; the others take no dy (order=1 checks them)

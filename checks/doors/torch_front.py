@@ -19,7 +19,6 @@ PyTorch is an optional dependency (the ``torch`` extra); importing this module n
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from checks.doors.api import check_vjp
 from checks.doors.torch_double import DoubleBackward
+from checks.doors.torch_names import arg_names, label
 from checks.report.errors import GradcheckError
 from checks.report.messages import format_report
 
@@ -45,16 +45,9 @@ def _torch() -> Any:
 
 
 def _names(fn: Callable[..., Any], n: int) -> list[str]:
-    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them."""
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        params = []
-    return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(n)]
+    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them (a
+    Function's ``apply``: its ``forward``'s, after ``ctx``)."""
+    return arg_names(fn, n)
 
 
 def _flat_outputs(out: Any) -> list[Any]:
@@ -193,7 +186,7 @@ def check_function(fn: Callable[..., Any], *inputs: Any, order: int = 1, **optio
     arrays = [inputs[i].detach().cpu().numpy() for i in checked]
     rename = {f"inputs[{k}]": names[i] for k, i in enumerate(checked)}
     try:
-        report = check_vjp(_named(wrapped.forward, wrapped.__name__), wrapped.vjp, *arrays,
+        report = check_vjp(_named(wrapped.forward, label(fn)), wrapped.vjp, *arrays,
                            **options)  # fmt: skip
     except GradcheckError as err:
         raise _renamed(err, rename) from err.__cause__
