@@ -37,7 +37,7 @@ def label(fn: Callable[..., Any]) -> str:
 def arg_names(fn: Callable[..., Any], n: int) -> list[str]:
     """The names of ``fn``'s first ``n`` positional arguments, ``inputs[i]`` past them."""
     cls = _function_class(fn)
-    target = fn if cls is None else cls.forward
+    target = fn if cls is None else getattr(cls, "forward", fn)
     try:
         params = [
             p.name
