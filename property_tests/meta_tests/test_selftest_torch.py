@@ -13,14 +13,25 @@ from checks.audit.selftest import SelftestResult, render, torch_rows
 
 
 @pytest.mark.torch
-def test_with_torch_every_torch_case_is_a_row_as_expected():
-    from checks.audit.torch_corpus import TORCH_CASES
+def test_with_torch_the_torch_cases_are_rows_judged_as_expected(monkeypatch):
+    """Three cases (a correct one, a mismatch, a broken contract) stand for the corpus, which
+    property_tests/test_torch_corpus.py runs whole; one with the wrong expectation is not ok."""
+    import dataclasses
 
+    from checks.audit import torch_corpus
+
+    pick = {"torch_softplus_order2", "torch_conv2d_dx_one_element", "torch_softplus_no_grad_order2"}
+    cases = [c for c in torch_corpus.TORCH_CASES if c.name in pick]
+    wrong = dataclasses.replace(cases[0], name="expects_a_pass_wrongly", expected=None)
+    monkeypatch.setattr(torch_corpus, "TORCH_CASES", (*cases, wrong))
     rows, notes = torch_rows()
-    assert [r.name for r in rows] == [c.name for c in TORCH_CASES] and not notes
-    bad = [(r.name, r.outcome) for r in rows if not r.ok]
-    assert not bad
-    assert {r.kind for r in rows} == {"mutant", "correct"}
+    assert not notes
+    assert [(r.name, r.kind, r.outcome, r.ok) for r in rows] == [
+        ("torch_conv2d_dx_one_element", "mutant", "GradientMismatchError", True),
+        ("torch_softplus_order2", "correct", "pass", True),
+        ("torch_softplus_no_grad_order2", "mutant", "LayerContractError", True),
+        ("expects_a_pass_wrongly", "correct", "GradientMismatchError", False),
+    ]
 
 
 def test_without_torch_the_rows_are_skipped_and_the_table_says_so(monkeypatch):
