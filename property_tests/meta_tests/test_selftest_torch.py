@@ -24,8 +24,11 @@ def test_with_torch_the_torch_cases_are_rows_judged_as_expected(monkeypatch):
     cases = [c for c in torch_corpus.TORCH_CASES if c.name in pick]
     wrong = dataclasses.replace(cases[0], name="expects_a_pass_wrongly", expected=None)
     monkeypatch.setattr(torch_corpus, "TORCH_CASES", (*cases, wrong))
+    import torch
+
+    torch.set_num_threads(2)  # the rows run on one thread, and put the caller's count back
     rows, notes = torch_rows()
-    assert not notes
+    assert not notes and torch.get_num_threads() == 2
     assert [(r.name, r.kind, r.outcome, r.ok) for r in rows] == [
         ("torch_conv2d_dx_one_element", "mutant", "GradientMismatchError", True),
         ("torch_softplus_order2", "correct", "pass", True),
