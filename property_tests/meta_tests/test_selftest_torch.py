@@ -26,9 +26,14 @@ def test_with_torch_the_torch_cases_are_rows_judged_as_expected(monkeypatch):
     monkeypatch.setattr(torch_corpus, "TORCH_CASES", (*cases, wrong))
     import torch
 
-    torch.set_num_threads(2)  # the rows run on one thread, and put the caller's count back
-    rows, notes = torch_rows()
-    assert not notes and torch.get_num_threads() == 2
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)  # the rows run on one thread and put the caller's back
+    try:
+        rows, notes = torch_rows()
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+    assert not notes
     assert [(r.name, r.kind, r.outcome, r.ok) for r in rows] == [
         ("torch_conv2d_dx_one_element", "mutant", "GradientMismatchError", True),
         ("torch_softplus_order2", "correct", "pass", True),
