@@ -12,7 +12,8 @@ grad (``ctx.mark_non_differentiable``) or whose gradient ``backward`` ignores: i
 output moves with a checked input, the analytic side says 0 there and the check fails.
 Tensors are evaluated in their own dtype and on their own device; the engine works on host
 copies. float32 inputs are differenced in float64 when the function follows float64 copies
-(``precision="auto"``), else in float32 -- never silently cast.
+(``precision="auto"``), else in float32 -- never silently cast. ``order=2`` checks the
+double backward instead, what ``gradgradcheck`` checks (:mod:`checks.doors.torch_double`).
 
 PyTorch is an optional dependency (the ``torch`` extra); importing this module needs it.
 """
