@@ -11,7 +11,10 @@ import sys
 def _has_torch() -> bool:
     if "torch" in sys.modules:  # None there: imported and found missing (or blocked)
         return sys.modules["torch"] is not None
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 collect_ignore = (
