@@ -1,9 +1,11 @@
 """The checker's self-test: every mutant caught, every correct layer passed, and its power.
 
 ``python -m checks selftest`` runs :func:`checks.check_layer` on every case of
-:mod:`checks.audit.corpus` and prints a table (case, caught or passed, by which exception, which
-hint), then, per finite-difference method, the smallest relative error in a single gradient
-element that the checker detects, found by bisection on a planted error.
+:mod:`checks.audit.corpus` and, when PyTorch is installed, the torch door on every case of
+:mod:`checks.audit.torch_corpus` (rows ``torch_*``; without PyTorch a line says they were
+skipped), and prints a table (case, caught or passed, by which exception, which hint), then,
+per finite-difference method, the smallest relative error in a single gradient element that
+the checker detects, found by bisection on a planted error.
 
 Examples
 --------
@@ -36,6 +38,7 @@ __all__ = [
     "run_case",
     "run_selftest",
     "selftest_command",
+    "torch_rows",
 ]
 
 
@@ -61,6 +64,8 @@ class SelftestResult:
     cases: list[CaseResult]
     #: method -> smallest detected relative single-element error (None: not even 10 %)
     thresholds: dict[str, float | None] = field(default_factory=dict)
+    #: what was left out and why (the torch rows without PyTorch)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -227,9 +232,54 @@ def detection_threshold(
     return float(10.0**b)
 
 
+def torch_rows(*, seed: int = 0) -> tuple[list[CaseResult], list[str]]:
+    """The torch corpus (:mod:`checks.audit.torch_corpus`) in float64 through the torch door,
+    or no rows and a note saying why when PyTorch is not installed."""
+    try:
+        from checks.audit.torch_corpus import TORCH_CASES, judge, run_torch_case
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "torch":
+            raise
+        return [], ["torch rows skipped: PyTorch is not installed (pip install the 'torch' extra)"]
+    import torch
+
+    threads = torch.get_num_threads()
+    # the corpus' tensors are tiny: one thread. With two on two busy cores the rows took 119 s
+    # instead of 1.9 s (OpenMP threads waiting for each other at every small call)
+    torch.set_num_threads(1)
+    try:
+        return [_torch_row(case, seed, judge, run_torch_case) for case in TORCH_CASES], []
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_row(case: Any, seed: int, judge: Any, run_torch_case: Any) -> CaseResult:
+    """One torch case checked and judged (see :func:`torch_rows`)."""
+    start = time.perf_counter()
+    err: GradcheckError | None = None
+    hints: tuple[str, ...] = ()
+    try:
+        run_torch_case(case, seed=seed)
+        outcome = "pass"
+    except GradcheckError as exc:
+        err, outcome, hints = exc, type(exc).__name__, _hints(exc)
+    except Exception as exc:  # the checker itself crashed: never ok
+        err, outcome = None, f"raised {type(exc).__name__}: {exc}"
+    ok, _ = judge(case, err)
+    ok = ok and not outcome.startswith("raised")
+    expected = "pass" if case.expected is None else case.expected.__name__
+    kind = "correct" if case.expected is None else "mutant"
+    elapsed = time.perf_counter() - start
+    return CaseResult(case.name, kind, case.mistake, expected, outcome, hints,
+                      case.message, ok, elapsed)  # fmt: skip
+
+
 def run_selftest(*, sensitivity: bool = True, seed: int = 0) -> SelftestResult:
-    """Run the whole corpus (and the detection thresholds unless ``sensitivity=False``)."""
+    """Run the whole corpus, the torch rows when PyTorch is installed, and the detection
+    thresholds unless ``sensitivity=False``."""
     results = [run_case(c, seed=seed) for c in [*mutant_cases(), *correct_cases()]]
+    extra, notes = torch_rows(seed=seed)
+    results += extra
     thresholds: dict[str, float | None] = {}
     if sensitivity:
         for setup in SENSITIVITY_SETUPS:
@@ -237,7 +287,7 @@ def run_selftest(*, sensitivity: bool = True, seed: int = 0) -> SelftestResult:
                 thresholds[setup.label] = detection_threshold(setup)
             except Exception:  # a method the checker does not offer: report, do not crash
                 thresholds[setup.label] = None
-    return SelftestResult(results, thresholds)
+    return SelftestResult(results, thresholds, notes)
 
 
 # --------------------------------------------------------------------------- output
@@ -272,6 +322,8 @@ def render(result: SelftestResult, console: Any) -> None:
             hint.replace("Hint:", "").strip(),
         )
     console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]")
     if result.thresholds:
         t = Table(
             title="Smallest detected relative error in one gradient element", header_style="bold"

@@ -10,7 +10,9 @@ Subcommands
     layer's tensors and :func:`checks.engine.memory.budget` of them, ~9x) is compared with the
     memory available (or ``--max-memory``); when it would not fit, one line says how much
     it needs and the command exits 2. ``--json PATH``, ``--plot PATH`` and ``--html FILE``
-    write the report as JSON, its heatmap, and a self-contained HTML page of the check.
+    write the report as JSON, its heatmap, and a self-contained HTML page of the check. A
+    ``torch.nn.Module`` is checked through :func:`checks.torch.check_module`, in its
+    parameters' dtype (or ``--dtype``'s); ``--order 2`` checks its double backward.
 ``function F VJP --input FILE``
     Check ``VJP(dy, *inputs)`` (one gradient per input) against finite differences of
     ``F(*inputs)`` (:func:`checks.check_vjp`), the inputs from a ``.npz`` with one array per
@@ -40,6 +42,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+
+from checks.doors.torch_targets import ModuleTarget, is_module
 
 __all__ = ["UsageError", "load_target", "main", "parse_shape"]
 
@@ -126,7 +130,8 @@ def _resolve(target: str) -> Any:
 
 def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
     """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds
-    (a factory is called with ``kwargs``, the ``--arg`` values).
+    (a factory is called with ``kwargs``, the ``--arg`` values); a ``torch.nn.Module`` comes
+    back as a :class:`~checks.doors.torch_targets.ModuleTarget`.
 
     Raises
     ------
@@ -135,15 +140,17 @@ def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         raises, or the result lacks the layer protocol (forward, backward, params).
     """
     obj = _resolve(target)
-    if kwargs and _is_layer(obj):
+    if kwargs and (_is_layer(obj) or is_module(obj)):
         raise UsageError(f"{target} is a layer, not a factory: --arg has nothing to pass to")
-    if not _is_layer(obj):
+    if not (_is_layer(obj) or is_module(obj)):
         if not callable(obj):
             raise UsageError(f"{target} is neither a layer nor a callable factory")
         try:
             obj = obj(**(kwargs or {}))
         except Exception as exc:
             raise UsageError(f"factory {target} raised {type(exc).__name__}: {exc}") from exc
+    if is_module(obj):  # checked through checks.torch.check_module
+        return ModuleTarget(obj)
     if not _is_layer(obj):
         missing = [n for n in ("forward", "backward") if not callable(getattr(obj, n, None))] + (
             [] if isinstance(getattr(obj, "params", None), Mapping) else ["params (a dict)"]
@@ -232,6 +239,10 @@ def _build_parser() -> _Parser:
         default=None,
         help="dtype of x (default: the layer's parameters' dtype, float64 without parameters)",
     )
+    layer.add_argument(
+        "--order", type=int, choices=(1, 2), default=1,
+        help="2: a torch nn.Module's double backward (gradgradcheck's check)",
+    )  # fmt: skip
     for flag, kw in _SHARED_OPTIONS:
         layer.add_argument(flag, **kw)
 
@@ -465,6 +476,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
         ("--rtol", args.rtol, None),
         ("--atol", args.atol, None),
         ("--batch-axis", args.batch_axis, 0),
+        ("--order", getattr(args, "order", 1), 1),
     ):
         if value != default:
             cmd += [flag, str(value)]
@@ -496,6 +508,8 @@ def _run_layer(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape) if given is None else tuple(given.shape)
     limit = _memory_limit(args.max_memory)
     layer = load_target(args.target, parse_args_kv(args.arg))
+    if args.order != 1 and not isinstance(layer, ModuleTarget):
+        raise UsageError(f"--order {args.order} needs a torch nn.Module; {args.target} is a layer")
     from checks.doors.api import check_layer
     from checks.engine import memory
 
@@ -522,9 +536,13 @@ def _run_layer(args: argparse.Namespace) -> int:
     del y, y_like
 
     def run(options: dict[str, Any]) -> Any:
+        if isinstance(layer, ModuleTarget):
+            return layer.check(x, order=args.order, **options)
         return check_layer(layer, x, **options)
 
     def counting(update: Callable[[int], None]) -> Any:
+        if isinstance(layer, ModuleTarget):
+            return layer.counting(update)
         return _counting_forward(layer, update)
 
     return _check_and_report(args, f"on x {shape} {args.dtype}", run, counting)

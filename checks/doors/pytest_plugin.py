@@ -25,7 +25,13 @@ Marker
 ------
 ``@pytest.mark.gradcheck(method=..., coverage=..., rtol=..., atol=..., seed=..., batch_axis=...)``
 sets the fixture's defaults for one test (or a class / module via ``pytestmark``); keyword
-arguments of a call still win.
+arguments of a call still win. ``order=2`` (the double backward) applies to torch targets.
+
+Torch
+-----
+``gradcheck(module, x)`` checks a ``torch.nn.Module`` with :func:`checks.torch.check_module`;
+``gradcheck.function(fn, *tensors)`` a function of tensors (a custom ``autograd.Function``'s
+``apply``) with :func:`checks.torch.check_function`.
 
 Examples
 --------
@@ -42,7 +48,9 @@ from typing import Any
 
 import pytest
 
-_DEFAULT_KEYS = ("dy", "method", "coverage", "rtol", "atol", "seed", "batch_axis", "precision")
+_DEFAULT_KEYS = (
+    "dy", "method", "coverage", "rtol", "atol", "seed", "batch_axis", "precision", "order",
+)  # fmt: skip
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,7 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "gradcheck(**defaults): defaults for the gradcheck fixture in this test "
-        "(method, coverage, rtol, atol, seed, batch_axis, dy)",
+        "(method, coverage, rtol, atol, seed, batch_axis, dy, precision; order for torch targets)",
     )
     html_dir = config.getoption("--gradcheck-html")
     if html_dir and not hasattr(config, "workerinput"):  # the controller, before any worker
@@ -223,11 +231,16 @@ class GradChecker:
             entry["seq"] = len(self.reports)
             write_fragment(self.html_dir, stem, entry)
 
-    def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, fn: Any, *args: Any, torch_target: bool = False, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         from checks.report.errors import GradcheckError
 
         options = {**self.defaults, **kwargs}
+        if not torch_target and options.pop("order", 1) != 1:
+            raise TypeError(
+                "order=2 checks a double backward: torch targets only (an nn.Module, or "
+                f"gradcheck.function(fn, *tensors)), not {getattr(args[0], '__name__', args[0])!r}"
+            )
         try:
             report = fn(*args, **options)
         except GradcheckError as err:
@@ -241,11 +254,26 @@ class GradChecker:
         return report
 
     def __call__(self, layer: Any, x: Any, **kwargs: Any) -> Any:
-        """Check ``layer`` at ``x`` with :func:`checks.check_layer`; return the Report."""
+        """Check ``layer`` at ``x`` with :func:`checks.check_layer` (a ``torch.nn.Module``
+        with :func:`checks.torch.check_module`); return the Report."""
         __tracebackhide__ = True
+        from checks.doors.torch_targets import is_module
+
+        if is_module(layer):
+            from checks.doors.torch_front import check_module
+
+            return self._run(check_module, layer, x, torch_target=True, **kwargs)
         from checks.doors.api import check_layer
 
         return self._run(check_layer, layer, x, **kwargs)
+
+    def function(self, fn: Any, *inputs: Any, **kwargs: Any) -> Any:
+        """Check a function of torch tensors with :func:`checks.torch.check_function`
+        (``order=2``: its double backward)."""
+        __tracebackhide__ = True
+        from checks.doors.torch_front import check_function
+
+        return self._run(check_function, fn, *inputs, torch_target=True, **kwargs)
 
     def vjp(self, f: Any, vjp: Any, *inputs: Any, **kwargs: Any) -> Any:
         """Check a function and its vector-Jacobian product with :func:`checks.check_vjp`."""
@@ -301,8 +329,10 @@ class GradChecker:
 def gradcheck(request: pytest.FixtureRequest) -> GradChecker:
     """The gradient checker with this test's defaults (``@pytest.mark.gradcheck(...)``).
 
-    ``gradcheck(layer, x, **options)`` runs :func:`checks.check_layer`;
-    ``gradcheck.vjp(f, vjp, *inputs)`` runs :func:`checks.check_vjp`;
+    ``gradcheck(layer, x, **options)`` runs :func:`checks.check_layer` (an ``nn.Module``:
+    :func:`checks.torch.check_module`); ``gradcheck.function(fn, *tensors)`` runs
+    :func:`checks.torch.check_function`; ``gradcheck.vjp(f, vjp, *inputs)`` runs
+    :func:`checks.check_vjp`;
     ``gradcheck.assert_fails(layer, x, tensor=..., hint=...)`` expects a mismatch.
     """
     defaults: dict[str, Any] = {}

@@ -12,20 +12,23 @@ grad (``ctx.mark_non_differentiable``) or whose gradient ``backward`` ignores: i
 output moves with a checked input, the analytic side says 0 there and the check fails.
 Tensors are evaluated in their own dtype and on their own device; the engine works on host
 copies. float32 inputs are differenced in float64 when the function follows float64 copies
-(``precision="auto"``), else in float32 -- never silently cast.
+(``precision="auto"``), else in float32 -- never silently cast. ``order=2`` checks the
+double backward instead, what ``gradgradcheck`` checks (:mod:`checks.doors.torch_double`).
 
 PyTorch is an optional dependency (the ``torch`` extra); importing this module needs it.
 """
 
 from __future__ import annotations
 
-import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from checks.doors.api import check_vjp
+from checks.doors.torch_double import DoubleBackward
+from checks.doors.torch_names import arg_names, label
 from checks.report.errors import GradcheckError
 from checks.report.messages import format_report
 
@@ -43,16 +46,9 @@ def _torch() -> Any:
 
 
 def _names(fn: Callable[..., Any], n: int) -> list[str]:
-    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them."""
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        params = []
-    return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(n)]
+    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them (a
+    Function's ``apply``: its ``forward``'s, after ``ctx``)."""
+    return arg_names(fn, n)
 
 
 def _flat_outputs(out: Any) -> list[Any]:
@@ -128,8 +124,12 @@ def _rename(report: Any, names: dict[str, str]) -> None:
     for tr in report.tensors:
         tr.name = names.get(tr.name, tr.name)
     report.kinks = [(names.get(n, n), i) for n, i in report.kinks]
-    for old, new in names.items():
-        report.batching = report.batching.replace(f"{old}:", f"{new}:")
+
+    def sub(text: str) -> str:  # one pass: inputs[1] -> inputs[2] -> ... never chains
+        return re.sub(r"inputs\[\d+\]", lambda m: names.get(m.group(0), m.group(0)), text)
+
+    report.batching = sub(report.batching)
+    report.problems = [sub(p) for p in report.problems]
 
 
 def _renamed(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
@@ -140,9 +140,9 @@ def _renamed(err: GradcheckError, names: dict[str, str]) -> GradcheckError:
     return type(err)(format_report(err.report), err.report)
 
 
-def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
+def check_function(fn: Callable[..., Any], *inputs: Any, order: int = 1, **options: Any) -> Any:
     """Check the gradients of ``fn`` (tensors in, a tensor or a tuple of tensors out) with
-    respect to every input that requires grad.
+    respect to every input that requires grad; with ``order=2``, its double backward.
 
     Parameters
     ----------
@@ -151,6 +151,13 @@ def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
     *inputs
         Its arguments; tensors with ``requires_grad=True`` are checked, the rest are passed
         as they are.
+    order : {1, 2}
+        1: the backward (what ``torch.autograd.gradcheck`` checks). 2: the double backward
+        (what ``gradgradcheck`` checks): ``g(*inputs, dy) = autograd.grad(fn(*inputs),
+        inputs, dy)`` against finite differences of ``g``, its VJP from a second
+        ``autograd.grad`` (:mod:`checks.doors.torch_double`); the report has one more
+        tensor, ``dy``. ``grad_outputs=`` gives the ``dy`` (one per output that requires
+        grad; seeded random by default), ``dy=`` stays the checker's cotangent, of ``g``.
     **options
         As for :func:`checks.check_vjp` (``method``, ``coverage``, ``rtol``, ``atol``,
         ``seed``, ``precision``, ``batch_axis``; ``dy`` in the output's shape, or one flat
@@ -164,21 +171,50 @@ def check_function(fn: Callable[..., Any], *inputs: Any, **options: Any) -> Any:
     Raises
     ------
     GradientMismatchError, LayerContractError
-        As :func:`checks.check_vjp`, with the same names.
+        As :func:`checks.check_vjp`, with the same names. At ``order=2`` a backward computed
+        outside autograd (detach, numpy, no_grad) is a LayerContractError that says so.
     """
     torch = _torch()
     checked = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("check_function needs at least one input tensor with requires_grad=True")
     names = _names(fn, len(inputs))
+    if order == 2:
+        return _check_double(fn, inputs, checked, names, options)
+    if order != 1:
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
     wrapped = _Wrapped(fn, inputs, checked)
     arrays = [inputs[i].detach().cpu().numpy() for i in checked]
     rename = {f"inputs[{k}]": names[i] for k, i in enumerate(checked)}
     try:
-        report = check_vjp(_named(wrapped.forward, wrapped.__name__), wrapped.vjp, *arrays,
+        report = check_vjp(_named(wrapped.forward, label(fn)), wrapped.vjp, *arrays,
                            **options)  # fmt: skip
     except GradcheckError as err:
         raise _renamed(err, rename) from err.__cause__
+    _rename(report, rename)
+    return report
+
+
+def _check_double(
+    fn: Callable[..., Any], inputs: Sequence[Any], checked: list[int], names: list[str],
+    options: dict[str, Any],
+) -> Any:  # fmt: skip
+    """``order=2``: check_vjp on the double backward (:class:`DoubleBackward`)."""
+    options = dict(options)
+    grad_outputs = options.pop("grad_outputs", None)
+    g = DoubleBackward(fn, inputs, checked, names, grad_outputs, options.get("seed", 0))
+    g.probe()
+    rename = {f"inputs[{k}]": name for k, name in enumerate(g.names)}
+    try:
+        report = check_vjp(_named(g.forward, g.__name__), g.vjp, *g.arrays, **options)
+    except GradcheckError as err:
+        new = _renamed(err, rename)
+        note = g.note(new.report)
+        if note:  # after the hints, before the Reproduce: line
+            lines = str(new).splitlines()
+            at = next((k for k, ln in enumerate(lines) if ln.startswith("Reproduce:")), len(lines))
+            new = type(new)("\n".join([*lines[:at], note, *lines[at:]]), new.report)
+        raise new from err.__cause__
     _rename(report, rename)
     return report
 
@@ -194,7 +230,8 @@ def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
 def check_module(module: Any, x: Any, **options: Any) -> Any:
     """Check ``module(x)``'s gradients with respect to ``x`` and every parameter that
     requires grad (named as in ``named_parameters()``), through
-    ``torch.func.functional_call``. ``x`` is checked whether or not it requires grad."""
+    ``torch.func.functional_call``. ``x`` is checked whether or not it requires grad.
+    ``order=2`` checks the double backward, as :func:`check_function` does."""
     torch = _torch()
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     keys = [n for n, _ in named]
