@@ -27,11 +27,15 @@ twice (a layer's cache of its previous call lives until the new call ends), and 
 packed calls that would leave a large cache the runner calls forward once on the tensor
 itself.
 
-Not bounded: the ten full-shape float64 fields the real methods (Richardson, central)
-judge a tensor with, whatever fraction of it is sampled, and the kink test's temporaries
-over them. A float64 ReLU conv (Conv2D(32, 32, 3), x (16, 32, 32, 32)) peaks at ~9x; a
-float32 one differenced in float64 at ~19x. ``property_tests/measure_memory.py`` measures
-peaks with ``tracemalloc``.
+Outputs reduced as they arrive: a projection's stencil outputs and, where one element's
+outputs exceed the scratch, a one-by-one element's are summed in slices, and not copied
+when they are reduced before the next call (:func:`checks.engine.targets.borrowing`).
+
+Not bounded: the layer's own allocations beyond that model (a complex-step call of a float32
+layer allocates in complex128), and the float64 copies of ``y`` and ``dy`` a float32 layer's
+check holds. Measured (``property_tests/measure_memory.py``, peaks with ``tracemalloc``):
+float64 conv 6.9x, float64 ReLU conv with Richardson 7.3x, float32 ReLU conv 8.3x, float32
+tanh conv promoted to float64 9.7x (docs/limitations.md).
 
 The command line (``python -m checks layer``) compares :func:`budget` of the layer's tensors
 with :func:`available` memory before it starts and refuses (exit 2) when it would not fit.
