@@ -94,6 +94,8 @@ CASES: dict[str, Callable[[], tuple]] = {
     "relu32-big": _conv(32, 32, (16, 32, 32, 32), activation="relu", dtype=np.float32),
     # float32 tanh at the size: differenced in float64 (the probe promotes it)
     "tanh32-big": _conv(32, 32, (16, 32, 32, 32), activation="tanh", dtype=np.float32),
+    # a small float32 tanh conv (promoted, complex step)
+    "tanh32": _conv(8, 16, (8, 8, 32, 32), activation="tanh", dtype=np.float32),
     # the meta test's layer (meta_tests/test_checker_memory.py)
     "meta": _conv(16, 16, (16, 16, 32, 32)),
     # a small conv of the test suite's size (below the floor)

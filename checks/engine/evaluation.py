@@ -44,6 +44,8 @@ ELEMENT_GROUP = 64
 class Ctx:
     target: Target
     dy: np.ndarray
+    # dy in float64 arithmetic: a float32/float16 dy as it is (every use mixes it with float64
+    # values, which numpy computes in float64 from its exact values), else a float64 copy
     dy64: np.ndarray
     dy_random: bool  # dy is the checker's own Gaussian draw (see finite_diff.numerator_noise)
     y0: np.ndarray  # float64 baseline output

@@ -270,6 +270,15 @@ def _precision(
     return y.astype(np.float64, copy=False), rule  # no second copy of a float64 output
 
 
+def _exact_in_float64(dy: np.ndarray) -> np.ndarray:
+    """``dy`` for ``Ctx.dy64``: a float32 or float16 ``dy`` as it is (not a float64 copy as
+    large as the output: each use multiplies it with, or adds it to, float64 values, so
+    numpy computes in float64 from its exact values), anything else as float64."""
+    if dy.dtype in (np.float32, np.float16):
+        return dy
+    return dy.astype(np.float64, copy=False)
+
+
 def _probe_batching(ctx: Ctx, rng: np.random.Generator) -> str:
     """Which tensors may be packed along the batch axis (``ctx.packed``), and why."""
     target, batch_axis = ctx.target, ctx.batch_axis
@@ -427,7 +436,7 @@ def _run(
     except LayerContractError as exc:
         raise _failure(report, target, t_start, LayerContractError, str(exc)) from exc.__cause__
     ctx = Ctx(
-        target=target, dy=an.dy, dy64=an.dy.astype(np.float64, copy=False),
+        target=target, dy=an.dy, dy64=_exact_in_float64(an.dy),
         dy_random=an.dy_random, y0=y_num, y_shape=an.y.shape,
         ybar=float(np.mean(np.abs(y_num))) if an.y.size else 0.0, rule=rule,
         rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes,
