@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from checks.engine.evaluation import (
     Sums,
     check_out_shape,
     complex_sums,
+    sample_slices,
     scratch_bytes,
 )
 from checks.engine.targets import ComplexCallError, Target, borrowing
@@ -47,41 +49,54 @@ def directional(
 def _directional_complex(
     ctx: Ctx, name: str, g: np.ndarray, v: np.ndarray
 ) -> tuple[float, float, float, float]:
-    """The complex step along ``v``; a packed tensor is stepped a slice of its samples per
-    call when the whole batch in complex numbers would not fit the scratch (the samples are
-    independent: the sums over the slices are the sums over the batch)."""
+    """The complex step along ``v``; when the whole batch in complex numbers would not fit
+    the scratch, a slice of the samples per call (the samples are independent: the sums over
+    the slices are the sums over the batch): of a packed tensor, or of the input beside a
+    parameter stepped whole (:func:`~checks.engine.evaluation.sample_slices`)."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_complex * scale / vmax
     ba = ctx.batch_axis
     cplx = np.dtype(ctx.rule.complex_dtype)
-    if name in ctx.packed and t.shape[ba] > 1:
+    held = 8 * (1 + JUDGE_ARRAYS) * t.size  # v and the judgement's arrays
+    scratch = scratch_bytes(ctx, name, held)
+    packed = name in ctx.packed and t.shape[ba] > 1
+    if packed:
         n = t.shape[ba]
-        held = 8 * (1 + JUDGE_ARRAYS) * t.size  # v and the judgement's arrays
-        chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n,
-                        math.prod(ctx.y_shape) // n, cplx.itemsize, "complex")  # fmt: skip
+        chunks = Chunks(scratch, t.size // n, math.prod(ctx.y_shape) // n, cplx.itemsize,
+                        "complex")  # fmt: skip
         m = min(n, chunks.copies_per_call())
-        slices = [slice(i, min(i + m, n)) for i in range(0, n, m)]
+        slices: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = []
+        for i in range(0, n, m):
+            part = slice(i, min(i + m, n))
+            shape = list(ctx.y_shape)
+            shape[ba] = part.stop - part.start
+            at = (slice(None),) * ba + (part,)
+            slices.append((part, tuple(shape), np.ascontiguousarray(ctx.dy64[at])))
     else:
-        slices = [slice(None)]
+        slices = sample_slices(ctx, name, scratch)
+    whole = None  # a parameter's complex step, made once for every slice of the samples
     num = mag = out = 0.0
-    for rows in slices:
-        at = (slice(None),) * ba + (rows,)
-        arr = np.empty(t[at].shape, dtype=cplx)
-        arr.real = t[at]
-        np.multiply(v[at], tau, out=arr.imag, casting="same_kind")
-        y_shape = list(ctx.y_shape)
+    for rows, y_shape, dy in slices:
         with borrowing(tgt):  # reduced before the next call
-            if rows != slice(None):
-                y_shape[ba] = rows.stop - rows.start
+            if packed and rows is not None:
+                at = (slice(None),) * ba + (rows,)
+                arr = np.empty(t[at].shape, dtype=cplx)
+                arr.real = t[at]
+                np.multiply(v[at], tau, out=arr.imag, casting="same_kind")
                 y = tgt.eval_packed(name, arr, 1, what, rows)
+                del arr
             else:
-                y = tgt.eval_replace(name, arr, what)
-        del arr
-        check_out_shape(ctx, y, tuple(y_shape), what)
+                if whole is None:
+                    whole = np.empty(t.shape, dtype=cplx)
+                    whole.real = t
+                    np.multiply(v, tau, out=whole.imag, casting="same_kind")
+                with tgt.samples(rows, ba) if rows is not None else nullcontext():
+                    y = tgt.eval_replace(name, whole, what)
+        check_out_shape(ctx, y, y_shape, what)
         if not np.iscomplexobj(y):
             raise TypeError("forward dropped the imaginary part")
-        sums = complex_sums(y, np.ascontiguousarray(ctx.dy64[at]))
+        sums = complex_sums(y, dy)
         num, mag, out = num + sums[0], mag + sums[1], out + sums[2]
         del y
     num, mag = num / tau, mag / tau

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -613,7 +614,7 @@ def _fd_elements(
         if per_el > chunks.scratch:
             # one element's outputs do not fit the scratch: each reduced as it arrives
             if kind == "complex":
-                fd = _streamed_complex(ctx, name, group, vals[0], h, t)
+                fd = _streamed_complex(ctx, name, group, vals[0], h, t, chunks.scratch)
             else:
                 fd = _streamed(ctx, name, group, vals, taken, kind)
             _store(out, fields, fd, where[left_flat[start : start + per_group]])
@@ -704,6 +705,32 @@ def complex_sums(y: np.ndarray, dy: np.ndarray) -> tuple[float, float, float]:
     return im_sum, abs_sum, out_sum
 
 
+def sample_slices(
+    ctx: Ctx, name: str, scratch: int
+) -> list[tuple[slice | None, tuple[int, ...], np.ndarray]]:
+    """How a complex call perturbing parameter ``name`` is cut along the samples: ``(rows,
+    output shape, dy of those samples)`` per call -- one call on the whole batch (``rows``
+    None), unless the input is packed (its samples independent), the target can slice it, and
+    the batch in complex numbers would not fit ``scratch``."""
+    tgt, ba = ctx.target, ctx.batch_axis
+    n = ctx.y_shape[ba] if len(ctx.y_shape) > ba else 1
+    whole: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = [(None, ctx.y_shape, ctx.dy64)]
+    if name == "x" or "x" not in ctx.packed or not tgt.slices_samples or n < 2:
+        return whole
+    xs = tgt.value("x").size // n
+    m = Chunks(scratch, xs, math.prod(ctx.y_shape) // n, 16, "complex").copies_per_call()
+    if m >= n:
+        return whole
+    out: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = []
+    for i in range(0, n, m):
+        rows = slice(i, min(i + m, n))
+        shape = list(ctx.y_shape)
+        shape[ba] = rows.stop - rows.start
+        at = (slice(None),) * ba + (rows,)
+        out.append((rows, tuple(shape), np.ascontiguousarray(ctx.dy64[at])))
+    return out
+
+
 def _streamed_complex(
     ctx: Ctx,
     name: str,
@@ -711,18 +738,22 @@ def _streamed_complex(
     vals: np.ndarray,
     h: np.ndarray,
     t: np.ndarray,
+    scratch: int,
 ) -> finite_diff.FDResult:
     """The complex step of the elements ``group`` (complex values ``vals``), each output
-    reduced in slices as it arrives (as :func:`reduce_outputs`), not copied."""
-    dy = ctx.dy64.reshape(-1)
+    reduced in slices as it arrives (as :func:`reduce_outputs`), not copied; when the input
+    is packed (its samples independent) and a complex call on the whole batch would not fit
+    ``scratch``, forward runs on slices of the samples and the sums add up over them."""
+    tgt = ctx.target
     sums = np.zeros((3, len(group)))
     for j, idx in enumerate(group):
         what = f"while perturbing {fmt_index(name, idx)}"
-        with borrowing(ctx.target):
-            y = ctx.target.eval_element(name, idx, vals[j], what)
-        check_out_shape(ctx, y, ctx.y_shape, what)
-        sums[:, j] = complex_sums(y, dy)
-        del y
+        for rows, y_shape, dy in sample_slices(ctx, name, scratch):
+            with tgt.samples(rows, ctx.batch_axis) if rows else nullcontext(), borrowing(tgt):
+                y = tgt.eval_element(name, idx, vals[j], what)
+            check_out_shape(ctx, y, y_shape, what)
+            sums[:, j] += complex_sums(y, dy)
+            del y
     return finite_diff.combine_complex(
         sums[0], sums[1], h, ctx.rule.eps, sums[2], t, forward_eps=ctx.rule.analytic_eps
     )

@@ -107,6 +107,16 @@ class Target:
         """Forward on ``copies`` stacked copies of the samples ``rows`` of tensor ``name``."""
         raise NotImplementedError
 
+    # whether samples() is available: forward on some samples of the input only
+    slices_samples = False
+
+    @contextmanager
+    def samples(self, rows: slice, batch_axis: int) -> Iterator[None]:
+        """Within: forward sees the samples ``rows`` of the input only (its outputs are those
+        samples'), whatever else is perturbed."""
+        raise NotImplementedError
+        yield
+
     def watched(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -215,6 +225,17 @@ class LayerTarget(Target):
         self, name: str, big: np.ndarray, copies: int, what: str, rows: slice = slice(None)
     ) -> np.ndarray:
         return self._forward(big, what)
+
+    slices_samples = True
+
+    @contextmanager
+    def samples(self, rows: slice, batch_axis: int) -> Iterator[None]:
+        full = self.xw
+        self.xw = full[(slice(None),) * batch_axis + (rows,)]
+        try:
+            yield
+        finally:
+            self.xw = full
 
     def _tensors(self) -> dict[str, np.ndarray]:
         return {"x": self.xw, **{name: self.params[k] for name, k in self.key.items()}}

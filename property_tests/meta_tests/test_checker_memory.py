@@ -133,7 +133,8 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
     monkeypatch, method, points, size, spied
 ):
     """Below the scratch one element's stencil outputs need (with the reductions'
-    temporaries), each output is reduced as it arrives (``evaluation._streamed``): the same
+    temporaries), each output is reduced as it arrives (``evaluation._streamed``; a complex
+    step on slices of the samples, as x is packed): the same
     derivatives, error estimates and verdicts, to rounding (slices are summed in another
     order), and a planted error in one kernel element still caught there."""
     layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
@@ -146,6 +147,7 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
         return original(*args, **kw)
 
     monkeypatch.setattr(evaluation, spied, spy)
+    sliced = _spy_samples(monkeypatch)
     per_element = points * x.shape[0] * 6 * 14 * 14 * size * (1 + evaluation._REDUCE_ROWS)
     _squeeze(monkeypatch, per_element + (64 << 10))  # one element fits
     fits = check_layer(layer, x, coverage="full", method=method)
@@ -153,6 +155,8 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
     _squeeze(monkeypatch, per_element // 2)
     cut = check_layer(layer, x, coverage="full", method=method)
     assert streamed
+    # the complex step of a parameter also cuts the batch (its whole complex call does not fit)
+    assert bool(sliced) == (method == "complex")
     assert fits.ok and cut.ok
     for name in ("K", "b"):  # evaluated one by one in both (x is packed, in other lattices)
         p, q = fits.tensor(name), cut.tensor(name)
@@ -174,22 +178,38 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
     assert err.value.report.tensor("K").worst_index == (2, 1, 0, 1)
 
 
-def test_a_complex_projection_of_x_is_stepped_a_slice_of_samples_at_a_time(monkeypatch):
+def _spy_samples(monkeypatch: pytest.MonkeyPatch) -> list[slice]:
+    """The sample slices forward was restricted to (``LayerTarget.samples``)."""
+    seen: list[slice] = []
+    original = targets.LayerTarget.samples
+
+    def samples(tgt: Any, rows: slice, batch_axis: int) -> Any:
+        seen.append(rows)
+        return original(tgt, rows, batch_axis)
+
+    monkeypatch.setattr(targets.LayerTarget, "samples", samples)
+    return seen
+
+
+def test_a_complex_projection_is_stepped_a_slice_of_samples_at_a_time(monkeypatch):
     """When the batch in complex numbers does not fit the scratch, the complex step along a
-    random direction of ``x`` is taken on slices of the samples: the projections are the same
-    sums, to rounding, and a planted error in one element of dx is still caught."""
+    random direction is taken on slices of the samples -- of ``x`` itself (packed), and of
+    ``x`` beside a parameter stepped whole: the projections are the same sums, to rounding,
+    and a planted error in one element of dx is still caught."""
     layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
     x = np.random.default_rng(1).standard_normal((8, 4, 16, 16))
     whole = check_layer(layer, x, coverage="projected", method="complex")
     rows = _Rows(monkeypatch)
+    sliced = _spy_samples(monkeypatch)
     _squeeze(monkeypatch, 256 << 10)
     cut = check_layer(layer, x, coverage="projected", method="complex")
-    assert rows.sliced
-    p, q = whole.tensor("x").projections, cut.tensor("x").projections
-    assert len(p) == len(q) > 0
-    for a, b in zip(p, q, strict=True):
-        assert a[0] == b[0]  # the analytic side: the same direction
-        assert abs(a[1] - b[1]) <= 1e-12 * abs(a[1]) + 1e-15, (a, b)
+    assert rows.sliced and sliced
+    for name in ("x", "K", "b"):
+        p, q = whole.tensor(name).projections, cut.tensor(name).projections
+        assert len(p) == len(q) > 0
+        for a, b in zip(p, q, strict=True):
+            assert a[0] == b[0]  # the analytic side: the same direction
+            assert abs(a[1] - b[1]) <= 1e-12 * abs(a[1]) + 1e-15, (name, a, b)
 
     class Planted(cnn_ref.Conv2D):
         def backward(self, dy: np.ndarray) -> np.ndarray:
