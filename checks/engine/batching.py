@@ -52,20 +52,25 @@ def probe_independence(
     batch_axis: int,
     rng: np.random.Generator,
     eps: float,
+    max_samples: int | None = None,
 ) -> tuple[bool, str]:
     """Whether ``call`` treats the samples along ``batch_axis`` independently.
 
     Parameters
     ----------
     call : callable
-        ``call(x, borrow=False) -> y`` (the counted, wrapped forward; with ``borrow`` the
-        output may be the layer's own buffer, used only until the next call).
+        ``call(x, borrow=False, rows=slice(None)) -> y`` (the counted, wrapped forward, on
+        copies of the samples ``rows``; with ``borrow`` the output may be the layer's own
+        buffer, used only until the next call).
     x, y0 : ndarray
         The input and ``call(x)``.
     batch_axis : int
     rng : numpy Generator
     eps : float
         Machine epsilon of the layer's dtype (outputs compared to ``256 eps``).
+    max_samples : int, optional
+        The stack is of the first ``k`` samples of each, ``k <= max_samples`` (memory), and
+        ``2 k`` is not the batch size itself where there is a choice.
 
     Returns
     -------
@@ -95,12 +100,16 @@ def probe_independence(
     try:
         yp = call(xp)
         doubled = True
-        ybig = call(np.concatenate([x, xp], axis=batch_axis), borrow=True)
+        k = _stacked(n, max_samples)
+        head = (slice(None),) * batch_axis + (slice(0, k),)
+        ybig = call(
+            np.concatenate([x[head], xp[head]], axis=batch_axis), borrow=True, rows=slice(0, k)
+        )
         doubled = False
-        if ybig.ndim <= batch_axis or ybig.shape[batch_axis] != 2 * n:
+        if ybig.ndim <= batch_axis or ybig.shape[batch_axis] != 2 * k:
             return False, "one call per probe: output batch size does not follow the input's"
         first, second = np.split(ybig, 2, axis=batch_axis)
-        if not (_close(first, y0, eps) and _close(second, yp, eps)):
+        if not (_close(first, y0[head], eps) and _close(second, yp[head], eps)):
             return False, "one call per probe: outputs depend on the other samples in the batch"
         del ybig, first, second, yp
         if n >= 2:
@@ -124,6 +133,16 @@ def probe_independence(
     except Exception as exc:  # the comparisons, on outputs of unexpected shapes
         return False, f"one call per probe: forward on a packed batch raised {type(exc).__name__}"
     return True, f"packed along batch_axis={batch_axis} (sample independence probed)"
+
+
+def _stacked(n: int, max_samples: int | None) -> int:
+    """Samples of ``x`` (and of ``x'``) in the probe's stack: all, or at most
+    ``max_samples`` and, where there is a choice, not half the batch (the stack would have
+    the batch's own size)."""
+    if max_samples is None or max_samples >= n:
+        return n
+    k = max(1, max_samples)
+    return k - 1 if 2 * k == n and k > 1 else k
 
 
 def pack_copies(

@@ -29,7 +29,7 @@ from checks.engine import (
 )
 from checks.engine import precision as precision_probe
 from checks.engine.directions import complex_ok
-from checks.engine.evaluation import CHUNK_ELEMENTS, Ctx, account_memory
+from checks.engine.evaluation import CHUNK_ELEMENTS, Chunks, Ctx, account_memory, scratch_bytes
 from checks.engine.judgement import check_tensor, reads_nothing
 from checks.engine.targets import LayerTarget, Target, VjpTarget, borrowing, fmt_index
 from checks.report import Report, TensorReport
@@ -288,14 +288,24 @@ def _probe_batching(ctx: Ctx, rng: np.random.Generator) -> str:
             n_batch = target.value(name).shape[batch_axis]
 
             def call(
-                arr: np.ndarray, nm: str = name, nb: int = n_batch, borrow: bool = False
+                arr: np.ndarray,
+                nm: str = name,
+                nb: int = n_batch,
+                borrow: bool = False,
+                rows: slice = slice(None),
             ) -> np.ndarray:
-                copies = arr.shape[batch_axis] // max(nb, 1)
+                r0, r1, _ = rows.indices(nb)
+                copies = arr.shape[batch_axis] // max(r1 - r0, 1)
                 with borrowing(target) if borrow else contextlib.nullcontext():
-                    return target.eval_packed(nm, arr, copies, "in the independence probe")
+                    return target.eval_packed(nm, arr, copies, "in the independence probe", rows)
 
+            x = target.value(name)
+            n = max(1, n_batch)
+            # the doubled batch of the probe: as many samples as two copies of fit the scratch
+            fit = Chunks(scratch_bytes(ctx, name), x.size // n, math.prod(ctx.y_shape) // n,
+                         x.dtype.itemsize, "real").copies_per_call() // 2  # fmt: skip
             ok, why = batching.probe_independence(
-                call, target.value(name), ctx.y0, batch_axis, rng, ctx.rule.eps
+                call, x, ctx.y0, batch_axis, rng, ctx.rule.eps, max_samples=fit
             )
             if ok:
                 ctx.packed.add(name)
