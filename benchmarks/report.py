@@ -6,7 +6,8 @@ Usage::
 
 Every number comes from the one JSON file, i.e. from one run: the GEMM peak of each dtype
 (``bench_gemm``), the conv rows of ``cnn_ref`` and of the peers (``bench_conv``,
-``bench_peers``) and the checker's cost (``bench_checker``). Throughput uses the median
+``bench_peers``), the checker's cost (``bench_checker``) and the PyTorch door's cost and
+planted-bug counts (``bench_torch_front``). Throughput uses the median
 round. "x PyTorch" is the row's throughput divided by PyTorch's for the same shape, dtype
 and op (above 1: faster than PyTorch).
 """
@@ -88,6 +89,21 @@ class MemoryRow:
     def ratio(self) -> float:
         """Peak live memory (inputs already held + peak new allocations) / (in + out + grads)."""
         return (self.input_bytes + self.peak_bytes) / self.io_bytes
+
+
+@dataclass(frozen=True)
+class BugRow:
+    """Planted single-element bugs in dx, and what each checker said (counts of ``planted``;
+    ``size`` 0: the correct Function, where a catch is a false alarm)."""
+
+    case: str
+    case_label: str
+    dtype: str
+    size: float
+    planted: int
+    fast_caught: int | None  # gradcheck fast mode (None: not run)
+    ours_caught: int
+    ours_located: int
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -199,7 +215,7 @@ def checker_rows(benches: Sequence[dict[str, Any]]) -> list[CheckerRow]:
                 x_gradcheck_fast=fast / t if fast else None,
             )
         )
-    rows.sort(key=lambda r: (r.case, r.tool != "check_layer", r.mode))
+    rows.sort(key=lambda r: (r.case, r.tool == "gradcheck", r.mode))
     return rows
 
 
@@ -219,6 +235,28 @@ def memory_rows(benches: Sequence[dict[str, Any]]) -> list[MemoryRow]:
                 )
             )
     rows.sort(key=lambda r: (_order(r.shape_label[:1], SHAPE_ORDER), r.dtype, r.convention))
+    return rows
+
+
+def bug_rows(benches: Sequence[dict[str, Any]]) -> list[BugRow]:
+    rows = []
+    for b in benches:
+        e = b.get("extra_info", {})
+        if e.get("kind") == "bug-detection":
+            fast = e.get("fast_caught")
+            rows.append(
+                BugRow(
+                    case=e["case"],
+                    case_label=e.get("case_label", e["case"]),
+                    dtype=e["dtype"],
+                    size=float(e["size"]),
+                    planted=int(e["planted"]),
+                    fast_caught=None if fast is None else int(fast),
+                    ours_caught=int(e["ours_caught"]),
+                    ours_located=int(e["ours_located"]),
+                )
+            )
+    rows.sort(key=lambda r: (r.case, r.size == 0, r.dtype, r.size))
     return rows
 
 
@@ -305,6 +343,17 @@ def targets(benches: Sequence[dict[str, Any]]) -> list[Target]:
                 None if v is None else v >= need,
             )
         )
+    c = chk.get(("torch-conv", "check_function", "full"))
+    v = c.x_gradcheck_slow if c else None
+    out.append(
+        Target(
+            "torch door: check_function full on a custom conv Function >= 20x faster than "
+            "gradcheck slow",
+            "not measured" if v is None else f"{v:.1f}x",
+            None if v is None else v >= 20,
+        )
+    )
+    out += _bug_targets(bug_rows(benches))
     c = chk.get(("conv-small", "check_layer", "auto"))
     v = c.x_gradcheck_fast if c else None
     out.append(
@@ -317,6 +366,32 @@ def targets(benches: Sequence[dict[str, Any]]) -> list[Target]:
     return out
 
 
+def _bug_targets(rows: Sequence[BugRow]) -> list[Target]:
+    """The torch door's reach: every planted single-element bug caught and located, and no
+    false alarm on the correct float32 Function."""
+    bugs = [r for r in rows if r.size > 0]
+    fast = [r.fast_caught for r in bugs if r.fast_caught is not None]
+    clean = [r for r in rows if r.size == 0 and r.dtype == "float32"]
+    planted = sum(r.planted for r in bugs)
+    return [
+        Target(
+            "torch door: every planted single-element dx bug (0.1 % to 10 %) caught and located",
+            "not measured"
+            if not bugs
+            else f"located {sum(r.ours_located for r in bugs)} / {planted}"
+            + (f" (gradcheck fast caught {sum(fast)} / {planted})" if fast else ""),
+            None if not bugs else all(r.ours_located == r.planted for r in bugs),
+        ),
+        Target(
+            "torch door: no false alarm on a correct float32 Function",
+            "not measured"
+            if not clean
+            else f"{sum(r.ours_caught for r in clean)} / {sum(r.planted for r in clean)}",
+            None if not clean else all(r.ours_caught == 0 for r in clean),
+        ),
+    ]
+
+
 def fmt_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} µs"
@@ -327,6 +402,11 @@ def fmt_time(seconds: float) -> str:
 
 def _num(value: float | None, spec: str, suffix: str = "") -> str:
     return "–" if value is None or math.isnan(value) else f"{value:{spec}}{suffix}"
+
+
+def _ratio(value: float | None) -> str:
+    """A speed-up ``12.3x``; below 0.1 with two significant digits (``0.021x``), not ``0.0x``."""
+    return _num(value, ".1f" if value is None or value >= 0.1 else ".2g", "x")
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -502,17 +582,57 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
                         c.mode,
                         fmt_time(c.median),
                         str(c.n_evals) if c.n_evals is not None else "–",
-                        _num(c.x_gradcheck_slow, ".1f", "x"),
-                        _num(c.x_gradcheck_fast, ".1f", "x"),
+                        _ratio(c.x_gradcheck_slow),
+                        _ratio(c.x_gradcheck_fast),
                     ]
                     for c in chk
                 ],
             ),
             "",
         ]
+    lines += _bug_section(bug_rows(benches))
     if png_name:
         lines += ["## Plot", "", f"![throughput per shape and implementation]({png_name})", ""]
     return "\n".join(lines)
+
+
+BUG_HEADER = ("case", "dtype", "error", "planted", "gradcheck fast caught", "ours caught",
+              "ours located")  # fmt: skip
+
+
+def _bug_section(rows: Sequence[BugRow]) -> list[str]:
+    if not rows:
+        return []
+
+    def size(r: BugRow) -> str:
+        return "none (correct)" if r.size == 0 else f"{100 * r.size:g} %"
+
+    return [
+        "## Single-element bugs in dx (torch door)",
+        "",
+        "One element of dx, drawn per seed, scaled by 1 + error in a custom autograd "
+        "Function's backward; counts over the seeds (planted). `caught`: the check failed; "
+        "`located`: the worst element it reports is the planted one and the only mismatch. "
+        "With no error, a catch is a false alarm. gradcheck's fast mode is not run in "
+        "float32, where it warns that it will likely fail.",
+        "",
+        *_table(
+            BUG_HEADER,
+            [
+                [
+                    r.case_label,
+                    r.dtype,
+                    size(r),
+                    str(r.planted),
+                    "–" if r.fast_caught is None else str(r.fast_caught),
+                    str(r.ours_caught),
+                    str(r.ours_located) if r.size else "–",
+                ]
+                for r in rows
+            ],
+        ),
+        "",
+    ]
 
 
 def plot(data: dict[str, Any], path: str | Path) -> None:

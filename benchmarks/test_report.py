@@ -214,3 +214,63 @@ def test_gemm_peak_uses_the_best_round() -> None:
         }
     ]
     assert report.gemm_peaks(benches) == {"float64": 1.0}
+
+
+def _torch_door(
+    ours: float, slow: float, bugs: list[tuple[str, float, int, Any, int, int]]
+) -> list:
+    """Checker rows of the torch door (ours and gradcheck slow, medians in s) and bug rows
+    ``(dtype, size, planted, fast_caught, ours_caught, ours_located)``."""
+    label = "torch-conv: x(4, 3, 10, 10)"
+    rows = [
+        _bench("ours", ours, kind="checker", case="torch-conv", case_label=label,
+               tool="check_function", mode="full", n_evals=473),
+        _bench("slow", slow, kind="checker", case="torch-conv", case_label=label,
+               tool="gradcheck", mode="slow"),
+    ]  # fmt: skip
+    for dtype, size, planted, fast, caught, located in bugs:
+        rows.append(
+            _bench(f"bugs{size}", 1.0, kind="bug-detection", case="torch-conv", case_label=label,
+                   dtype=dtype, size=size, planted=planted, fast_caught=fast,
+                   ours_caught=caught, ours_located=located)
+        )  # fmt: skip
+    return rows
+
+
+def test_torch_door_targets_judge_speed_location_and_false_alarms() -> None:
+    met = _torch_door(0.05, 1.2, [("float64", 0.001, 8, 0, 8, 8), ("float64", 0.1, 8, 1, 8, 8),
+                                  ("float32", 0.0, 8, None, 0, 0)])  # fmt: skip
+    found = {t.claim: t for t in report.targets(met)}
+    speed = found[
+        "torch door: check_function full on a custom conv Function >= 20x faster than "
+        "gradcheck slow"
+    ]
+    assert (speed.measured, speed.met) == ("24.0x", True)
+    bugs = found[
+        "torch door: every planted single-element dx bug (0.1 % to 10 %) caught and located"
+    ]
+    assert (bugs.measured, bugs.met) == ("located 16 / 16 (gradcheck fast caught 1 / 16)", True)
+    clean = found["torch door: no false alarm on a correct float32 Function"]
+    assert (clean.measured, clean.met) == ("0 / 8", True)
+
+    missed = _torch_door(
+        0.1, 1.2, [("float64", 0.001, 8, 0, 8, 7), ("float32", 0.0, 8, None, 1, 0)]
+    )
+    found = {t.claim: t for t in report.targets(missed)}
+    assert [t.met for c, t in found.items() if c.startswith("torch door")] == [False] * 3
+
+
+def test_torch_door_bug_table_shows_the_counts_and_ours_first() -> None:
+    benches = _torch_door(0.05, 1.2, [("float32", 0.0, 8, None, 0, 0),
+                                      ("float64", 0.01, 8, 2, 8, 7)])  # fmt: skip
+    md = report.render_markdown({"benchmarks": benches})
+    assert _row(md, "| float64 | 1 % |")[3:] == ["8", "2", "8", "7"]
+    assert _row(md, "| float32 | none (correct) |")[3:] == ["8", "–", "0", "–"]
+    table = [line for line in md.splitlines() if "| torch-conv" in line]
+    assert "check_function" in table[0]  # ours first, then gradcheck
+    assert _row(md, "| check_function | full |")[5] == "24.0x"
+    assert _row(md, "| gradcheck | slow |")[5] == "1.0x"
+
+
+def test_a_ratio_below_a_tenth_keeps_two_digits() -> None:
+    assert [report._ratio(v) for v in (20.0, 0.5, 0.0213, None)] == ["20.0x", "0.5x", "0.021x", "–"]

@@ -27,6 +27,16 @@ settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=Tr
 settings.register_profile("thorough", max_examples=500, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# matplotlib imported once, before any test: pytester's in-process runs (the plugin and HTML
+# report tests) drop from sys.modules whatever they imported, and a check that plotted inside
+# one left the next plot with a second copy of matplotlib's modules ("Single argument to
+# subplot must be a three-digit integer, not GridSpec(...)" in whichever test came after)
+try:
+    import matplotlib.figure  # noqa: F401
+    from matplotlib.backends import backend_agg  # noqa: F401
+except ImportError:  # plotting is optional; its tests skip
+    pass
+
 
 def _missing(module: str) -> bool:
     try:

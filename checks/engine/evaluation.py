@@ -175,12 +175,14 @@ def _grouped(
     copy_cost: float,
     max_elements: int = CHUNK_ELEMENTS,
     where: np.ndarray | None = None,
+    decode_elements: int = 0,
 ) -> np.ndarray:
     """Evaluate ``cols`` in groups with disjoint footprints where a trial allows; fill ``out``
     (shape (M, S), or (M, S') at the columns ``where`` of the positions) and return the
     positions left for one-by-one evaluation. ``copy_cost``: input elements one copy pushes
     through forward (plus call overhead); ``max_elements``: outputs held at once (a grouping
-    whose copies of one sample exceed it is not tried)."""
+    whose copies of one sample exceed it is not tried); ``decode_elements``: float64 elements
+    the decoding's temporaries may take besides them."""
     if cols.size < _MIN_GROUPED:
         return cols
     r_out = dym.shape[1]
@@ -219,6 +221,7 @@ def _grouped(
         run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
         out=out, where=where,
         positions_differ=how == "lattice",  # packed copies of x: other batch positions
+        decode_elements=decode_elements,
     )  # fmt: skip
     done = np.zeros(tf.shape[1], dtype=bool)
     for g in groups:
@@ -499,8 +502,11 @@ def _fd_packed(
     (see :class:`_Packed`). ``compact``: the fields of the masked elements only, 1-D in their
     C order."""
     pk = _Packed(ctx, name, mask, kind, compact, refining)
+    # decoding: a quarter of the scratch (the forward calls' half, less the layer's cache of
+    # its last call) is free while the outputs are decoded
     cols = _grouped(ctx, name, pk.run, pk.xf, pk.xb.shape[1:], pk.cols, kind, pk.dym, pk.out,
-                    "lattice", pk.xf.size, pk.chunks.max_elements(), pk.where)  # fmt: skip
+                    "lattice", pk.xf.size, pk.chunks.max_elements(), pk.where,
+                    pk.chunks.scratch // 32)  # fmt: skip
     pk.one_by_one(cols)
     return pk.results(compact)
 

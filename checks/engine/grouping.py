@@ -60,7 +60,6 @@ unattributed imaginary part to the fallback instead).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -211,12 +210,13 @@ def _threshold(base: np.ndarray, y: np.ndarray, eps: float, floor: np.ndarray) -
 
 
 def _floor(base: np.ndarray, positions_differ: bool) -> np.ndarray:
-    """Each sample's mean ``|y_0|``, shape ``(M, 1)`` for outputs ``(M, R)``; zero when every
-    copy is evaluated at the same batch positions as the unperturbed output (parameters: one
-    whole forward per copy), where nothing rounds it differently and a floor would only send
-    small but real changes to the noise (a 1 % error in a float32 conv's K went unseen)."""
+    """Each sample's mean ``|y_0|``, shape ``(G, M, 1)`` for outputs ``(G, M, R)`` of ``G``
+    groups; zero when every copy is evaluated at the same batch positions as the unperturbed
+    output (parameters: one whole forward per copy), where nothing rounds it differently and a
+    floor would only send small but real changes to the noise (a 1 % error in a float32
+    conv's K went unseen)."""
     if not positions_differ or not base.size:
-        return np.zeros((max(1, base.shape[0]) if base.ndim else 1, 1))
+        return np.zeros((*base.shape[:-1], 1))
     return np.mean(np.abs(base), axis=-1, keepdims=True)
 
 
@@ -225,37 +225,47 @@ def _moved(base: np.ndarray, y: np.ndarray, eps: float, floor: np.ndarray) -> np
     return np.abs(y - base) > _threshold(base, y, eps, floor)
 
 
+def _per_group(a: np.ndarray) -> np.ndarray:
+    """``a`` (bool, ``(G, ...)``) reduced to whether any element of each group is set."""
+    return np.asarray(np.any(a.reshape(a.shape[0], -1), axis=1))
+
+
 def _read_sources(
     base: np.ndarray,
     full: np.ndarray,
     code_bases: np.ndarray,
     code_ys: np.ndarray,
     eps: float,
-    g: int,
+    g: np.ndarray,
     floor: np.ndarray,
     disc: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Sources read from one probe point's ``B`` code probes and ``B`` complements.
+    conflict: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sources read from one probe point's ``B`` code probes and ``B`` complements, for ``G``
+    groups of the same ``B`` at once (each on its own arrays: nothing mixes groups).
 
     Parameters
     ----------
-    base, full : ndarray, shape ``(M, R)``
+    base, full : ndarray, shape ``(G, M, R)``
         The unperturbed output and the output with the whole group moved by the point's step.
-    code_bases, code_ys : ndarray, shape ``(2 B, M, R)``
+    code_bases, code_ys : ndarray, shape ``(G, 2 B, M, R)``
         Unperturbed output and output of every code probe, then of every complement, at the
         same step.
     eps : float
         Machine epsilon of the layer's dtype.
-    g : int
-        Members in the group.
-    floor : ndarray, shape ``(M, 1)``
+    g : ndarray of int, shape ``(G, 1, 1)``
+        Members in each group.
+    floor : ndarray, shape ``(G, M, 1)``
         The outputs' rounding scale per sample (see :func:`_threshold`).
-    disc : ndarray, shape ``(M, R)``
+    disc : ndarray, shape ``(G, M, R)``
         Raised in place, at the outputs that moved, to the largest distance of a probe's
         change from what a single source implies (the whole group's change, or none):
         rounding at another batch position, or a second source too small to prove an
         overlap. Crediting the whole change to ``src`` is off by at most this much; the
         caller charges it to the noise.
+    conflict : ndarray of bool, shape ``(G,)``
+        Set in place for the groups where some output proves that two members' footprints
+        overlap (what is read for them is then meaningless, and dropped by the caller).
 
     Returns
     -------
@@ -263,37 +273,42 @@ def _read_sources(
         The member read for each output that moved with the whole group (0 elsewhere).
     aff : ndarray of bool
         The outputs that moved with the whole group.
-    conflict : bool
-        Whether some output proves that two members' footprints overlap.
     """
-    n_bits = code_ys.shape[0] // 2
+    n_bits = code_ys.shape[1] // 2
     d_full = full - base
     thr = _threshold(base, full, eps, floor)
     aff = np.abs(d_full) > thr
     src = np.zeros(base.shape, dtype=np.int32)
+    bad = np.zeros_like(aff)  # the outputs that prove an overlap, gathered
     for b in range(n_bits):
-        d_b = code_ys[b] - code_bases[b]
-        d_c = code_ys[n_bits + b] - code_bases[n_bits + b]
-        # a single-source output moves under a probe as under the whole group or not at all,
-        # to rounding: a change near neither proves two sources. Each probe is judged by its
-        # distance to both (not by the threshold alone), since the same change rounded at
-        # another batch position may land on either side of the threshold.
-        for d in (d_b, d_c):
-            if np.any((np.abs(d) > thr) & (np.abs(d - d_full) > thr)):
-                return src, aff, True
-        on = np.abs(d_b - d_full) < np.abs(d_b)
-        on_c = np.abs(d_c - d_full) < np.abs(d_c)
+        ons = []
+        for k in (b, n_bits + b):  # the code probe, then its complement
+            # distances of the probe's change to none (a) and to the whole group's (e)
+            a = code_ys[:, k] - code_bases[:, k]
+            e = np.subtract(a, d_full)
+            np.abs(a, out=a)
+            np.abs(e, out=e)
+            # a single-source output moves under a probe as under the whole group or not at
+            # all, to rounding: a change near neither proves two sources. Each probe is judged
+            # by its distance to both (not by the threshold alone), since the same change
+            # rounded at another batch position may land on either side of the threshold.
+            bad |= (a > thr) & (e > thr)
+            on = e < a
+            ons.append(on)
+            # the distance to what the reading implies: in place (these arrays are the size
+            # of a group's outputs, which the memory budget counts)
+            np.copyto(a, e, where=on)
+            np.maximum(disc, a, out=disc, where=aff)
+            del a, e
+        on, on_c = ons
         # exactly one of a code and its complement holds the source (tied maxima: both)
-        if np.any(aff & (on == on_c)):
-            return src, aff, True
-        src |= (on & aff).astype(np.int32) << b
-        for d, o in ((d_b, on), (d_c, on_c)):
-            # in place (d is this loop's own temporary): these arrays are the size of a
-            # group's outputs, which the memory budget counts
-            np.subtract(d, d_full, out=d, where=o)
-            np.abs(d, out=d)
-            np.maximum(disc, d, out=disc, where=aff)
-    return src, aff, bool(np.any(aff & (src >= g)))
+        bad |= aff & (on == on_c)
+        on &= aff
+        src |= on.astype(np.int32) << b
+        del on, on_c, ons
+    bad |= aff & (src >= g)
+    conflict |= _per_group(bad)
+    return src, aff
 
 
 def _decode(
@@ -302,47 +317,59 @@ def _decode(
     n_stencil: int,
     n_bits: int,
     eps: float,
-    g: int,
+    g: int | np.ndarray,
     points: Sequence[int] = (0,),
     positions_differ: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sources of every output (``-1``: none), which outputs have one, the largest discrepancy
-    of a reading at any probe point (``(M, R)``, see :func:`_read_sources`), and whether the
-    footprints overlap.
+    of a reading at any probe point (``(G, M, R)``, see :func:`_read_sources`), and whether the
+    footprints of each group overlap (``(G,)``), for ``G`` groups of ``g`` members (an int, or
+    one per group) with the same ``n_bits``, their copies ``bases``, ``ys`` of shape
+    ``(G, C, M, R)``.
 
     ``points`` are the stencil indices whose step the code probes used, in the order of the
     probes after the ``n_stencil`` stencil rows. An output's source is read at every point
     where it moved with the whole group, and the readings must agree; an output that moved at
-    any stencil point but was read at none is a conflict.
+    any stencil point but was read at none is a conflict. Decoding many groups at once is
+    what keeps it cheap: one group's arrays are small, and numpy's per-call cost dominated.
     """
-    src = np.full(bases.shape[1:], -1, dtype=np.int32)
-    attributed = np.zeros(bases.shape[1:], dtype=bool)
-    disc = np.zeros(bases.shape[1:])
-    floor = _floor(bases[0], positions_differ)
+    shape = (bases.shape[0], *bases.shape[2:])
+    src = np.full(shape, -1, dtype=np.int32)
+    attributed = np.zeros(shape, dtype=bool)
+    disc = np.zeros(shape)
+    conflict = np.zeros(shape[0], dtype=bool)
+    gs = np.broadcast_to(np.asarray(g), (shape[0],)).reshape(-1, 1, 1)
+    floor = _floor(bases[:, 0], positions_differ)
     per = 2 * n_bits
     for i, k in enumerate(points):
         rows = slice(n_stencil + i * per, n_stencil + (i + 1) * per)
-        src_k, aff_k, conflict = _read_sources(
-            bases[k], ys[k], bases[rows], ys[rows], eps, g, floor, disc
+        src_k, aff_k = _read_sources(
+            bases[:, k], ys[:, k], bases[:, rows], ys[:, rows], eps, gs, floor, disc, conflict
         )
-        if conflict or np.any(aff_k & attributed & (src_k != src)):
-            return src, attributed, disc, True
+        conflict |= _per_group(aff_k & attributed & (src_k != src))
         np.copyto(src, src_k, where=aff_k)
         attributed |= aff_k
         del src_k, aff_k
     for k in range(n_stencil):
-        if np.any(_moved(bases[k], ys[k], eps, floor) & ~attributed):
-            return src, attributed, disc, True
-    return src, attributed, disc, False
+        conflict |= _per_group(_moved(bases[:, k], ys[:, k], eps, floor) & ~attributed)
+    return src, attributed, disc, conflict
 
 
-def _scatter_sum(w: np.ndarray, src: np.ndarray, g: int) -> np.ndarray:
-    """``out[m, i] = sum_j w[m, j] [src[m, j] == i]`` for every sample m."""
-    m = w.shape[0]
-    ok = src >= 0
-    rows = np.broadcast_to(np.arange(m)[:, None], src.shape)
-    key = (rows * g + np.where(ok, src, 0))[ok]
-    return np.bincount(key, weights=w[ok], minlength=m * g).reshape(m, g)
+class _BySource:
+    """``self(w)[..., m, i] = sum_j w[..., m, j] [src[..., m, j] == i]`` for every sample m
+    (of every group), summed in the order of ``j``; the bins are found once for every ``w``."""
+
+    def __init__(self, src: np.ndarray, g: int) -> None:
+        lead = src.shape[:-1]
+        self.ok = src >= 0
+        rows = np.arange(math.prod(lead)).reshape(*lead, 1)
+        self.key = (rows * g + np.where(self.ok, src, 0))[self.ok]
+        self.shape = (*lead, g)
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        w = np.broadcast_to(w, self.ok.shape)
+        out = np.bincount(self.key, weights=w[self.ok], minlength=math.prod(self.shape))
+        return out.reshape(self.shape)
 
 
 def _complex_fields(
@@ -355,12 +382,14 @@ def _complex_fields(
     t: np.ndarray,
     rule,
 ) -> finite_diff.FDResult:
-    """Complex-step fields of a group's members from its complex copy ``yc`` (M, R)."""
+    """Complex-step fields of the members (``g`` columns, padded) of groups from their
+    complex copies ``yc`` (G, M, R)."""
+    by_source = _BySource(src, g)
     im = yc.imag.astype(np.float64, copy=False)
-    im_num = _scatter_sum(dy * im, src, g)
-    abs_num = _scatter_sum(ady * np.abs(im), src, g)
+    im_num = by_source(dy * im)
+    abs_num = by_source(ady * np.abs(im))
     re = np.where(im != 0, np.abs(yc.real), 0.0)
-    out_num = _scatter_sum(ady * re, src, g)
+    out_num = by_source(ady * re)
     return finite_diff.combine_complex(
         im_num, abs_num, hc, rule.eps, out_num, t, forward_eps=rule.analytic_eps
     )
@@ -380,31 +409,100 @@ def _real_fields(
     kind: str,
     dy_random: bool,
 ) -> finite_diff.FDResult:
-    """Real-stencil fields of a group's members from its stencil copies ``ys`` (4, M, R)."""
+    """Real-stencil fields of the members (``g`` columns, padded) of groups from their
+    stencil copies ``ys`` (G, 4, M, R); ``taken`` is (4, G, M, g)."""
     n_st = len(finite_diff.REAL_STENCIL)
     ady = np.abs(dy)
-    r = np.stack([_scatter_sum(dy * (ys[k] - bases[k]), src, g) for k in range(n_st)])
+    by_source = _BySource(src, g)
+    r = np.stack([by_source(dy * (ys[:, k] - bases[:, k])) for k in range(n_st)])
     # outputs that moved below the decoding threshold belong to no member: what they leave
     # out of the numerators is charged to every member of the sample
-    lost = [np.sum(np.where(aff, 0.0, ady * np.abs(ys[k] - bases[k])), axis=1) for k in range(n_st)]
+    lost = [
+        np.sum(np.where(aff, 0.0, ady * np.abs(ys[:, k] - bases[:, k])), axis=-1)
+        for k in range(n_st)
+    ]
     # and a reading's discrepancy (rounding at other batch positions, a second source below
     # the threshold) to the member credited with the output, at every stencil point (those
     # without probes are not observed)
-    misread = _scatter_sum(ady * disc, src, g)
+    misread = by_source(ady * disc)
     mags, noises, typical = [], [], []
-    by_source = functools.partial(_scatter_sum, src=src, g=g)
     resolution = finite_diff.forward_resolution(rule.h_central, rule.analytic_eps)
     for (a, b), res in zip(((0, 1), (2, 3)), resolution, strict=True):
-        mags.append(by_source(ady * np.abs(ys[a] - ys[b])))
+        ya, yb = ys[:, a], ys[:, b]
+        mags.append(by_source(ady * np.abs(ya - yb)))
         nz, ty = finite_diff.numerator_noise(
-            ys[a], ys[b], dy, ybar, rule.eps, by_source, dy_random=dy_random, resolution=res
+            ya, yb, dy, ybar, rule.eps, by_source, dy_random=dy_random, resolution=res
         )
-        extra = (lost[a] + lost[b])[:, None] + 2.0 * misread
+        extra = (lost[a] + lost[b])[..., None] + 2.0 * misread
         noises.append(nz + extra)
         typical.append(ty + extra)
     return finite_diff.combine_real(
         r, taken, np.stack(mags), np.stack(noises), method=kind, typical_num=np.stack(typical)
     )
+
+
+def _padded(parts: Sequence[np.ndarray], width: int, fill: float) -> np.ndarray:
+    """``parts`` (each ``(..., g_i)``) stacked on a new axis before the last two, the last
+    axis padded to ``width`` with ``fill``."""
+    out = np.full((*parts[0].shape[:-2], len(parts), *parts[0].shape[-2:-1], width), fill)
+    for i, a in enumerate(parts):
+        out[..., i, :, : a.shape[-1]] = a
+    return out
+
+
+#: float64 arrays of the size of a group's copy that decoding it holds at once (the sources
+#: and readings of :func:`_decode`, the temporaries of :func:`_real_fields`; ~10 counted)
+_DECODE_TEMPS = 16
+
+_Group = tuple[np.ndarray, list[Spec], list[Spec], dict]
+
+
+def _decode_groups(
+    part: Sequence[_Group],
+    skip: np.ndarray,
+    bases: np.ndarray,
+    ys: np.ndarray,
+    yc: np.ndarray | None,
+    rows: slice,
+    out: dict[str, np.ndarray],
+    where: np.ndarray | None,
+    setting: tuple,
+) -> np.ndarray:
+    """Decode groups of the same number of copies together (``bases``, ``ys``: (G, C, M, R);
+    ``yc``: their complex copies (G, M, R)) and write the fields of those without a conflict
+    and not in ``skip`` into ``out``; return which conflict."""
+    t_r, dy_r, ybar, rule, kind, dy_random, positions_differ = setting
+    info0 = part[0][3]
+    gs = np.array([info["g"] for _, _, _, info in part])
+    n_st = 1 if kind == "complex" else len(finite_diff.REAL_STENCIL)
+    bases = bases.astype(np.float64, copy=False)
+    ys = ys.astype(np.float64, copy=False)
+    src, aff, disc, conflict = _decode(bases, ys, n_st, info0["n_bits"], rule.eps, gs,
+                                       info0["points"], positions_differ)  # fmt: skip
+    if yc is not None:
+        conflict |= _per_group((yc.imag != 0) & ~aff)
+    keep = np.flatnonzero(~conflict & ~skip)
+    if not keep.size:
+        return conflict
+    src[conflict] = -1  # what was read there is meaningless, and may name no member
+    gmax = int(gs.max())
+    if kind == "complex":
+        assert yc is not None
+        hc = _padded([info["hc"][rows] for _, _, _, info in part], gmax, 1.0)
+        tg = _padded([t_r[:, pos] for pos, _, _, _ in part], gmax, 0.0)
+        fd = _complex_fields(yc, src, gmax, dy_r, np.abs(dy_r), hc, tg, rule)
+    else:
+        taken = _padded([info["taken"][:, rows] for _, _, _, info in part], gmax, 1.0)
+        fd = _real_fields(ys, bases, src, aff, disc, gmax, taken, dy_r, ybar, rule, kind,
+                          dy_random)  # fmt: skip
+    for gi in keep.tolist():
+        pos = part[gi][0]
+        dest = pos if where is None else where[pos]
+        for f in _FIELDS:
+            v = getattr(fd, f)
+            if v is not None:
+                out[f][rows, dest] = v[gi, :, : gs[gi]]
+    return conflict
 
 
 def evaluate_groups(
@@ -420,8 +518,11 @@ def evaluate_groups(
     out: dict[str, np.ndarray] | None = None,
     where: np.ndarray | None = None,
     positions_differ: bool = True,
+    decode_elements: int = 0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Finite differences of every group's members, a few groups per forward call.
+    """Finite differences of every group's members, a few groups per forward call, decoded
+    many groups at once (one at a time, numpy's per-call cost on the small arrays of a group
+    made up a third of a small function's check).
 
     Parameters
     ----------
@@ -455,6 +556,10 @@ def evaluate_groups(
     positions_differ : bool
         Copies sit at other batch positions than the unperturbed output (packed copies of
         ``x``), so their unperturbed outputs may round differently (see :func:`_threshold`).
+    decode_elements : int
+        float64 elements the temporaries of decoding may take at once besides the batch's
+        outputs (packed copies: what the forward calls' half of the scratch leaves free),
+        when more than ``max_elements`` leaves; at least one group's are always taken.
 
     Returns
     -------
@@ -468,8 +573,6 @@ def evaluate_groups(
     if out is None:
         out = {f: np.full((m, s), np.nan) for f in _FIELDS}
     failed: list[np.ndarray] = []
-    n_st = 1 if kind == "complex" else len(finite_diff.REAL_STENCIL)
-    ady_all = np.abs(dy)
     batch: list[tuple[np.ndarray, list[Spec], list[Spec], dict]] = []
     out_per_sample = dy.shape[1]
 
@@ -493,44 +596,33 @@ def evaluate_groups(
     def flush_rows(rows: slice, sliced: bool, skip: np.ndarray) -> np.ndarray:
         """Evaluate the batch on the samples ``rows``; which groups conflict there."""
         conflicts = np.zeros(len(batch), dtype=bool)
-        dy_r, ady, t_r = dy[rows], ady_all[rows], t[rows]
         real_specs = [sp for _, r, _, _ in batch for sp in r]
         args = (rows,) if sliced else ()
         bases_all, ys_real = run(real_specs, False, *args)
         ys_cplx = None
         if kind == "complex":
             _, ys_cplx = run([sp for _, _, c, _ in batch for sp in c], True, *args)
-        off = 0
-        for gi, (pos, r_specs, _, info) in enumerate(batch):
-            ys = ys_real[off : off + len(r_specs)].astype(np.float64, copy=False)
-            bases = bases_all[off : off + len(r_specs)].astype(np.float64, copy=False)
-            off += len(r_specs)
-            if skip[gi]:
-                continue
-            g = info["g"]
-            src, aff, disc, conflict = _decode(
-                bases, ys, n_st, info["n_bits"], rule.eps, g, info["points"], positions_differ
-            )
-            if kind == "complex" and not conflict:
-                assert ys_cplx is not None
-                im = ys_cplx[gi].imag.astype(np.float64, copy=False)
-                if np.any((im != 0) & ~aff):
-                    conflict = True
-            if conflict:
-                conflicts[gi] = True
-                continue
-            if kind == "complex":
-                assert ys_cplx is not None
-                fd = _complex_fields(ys_cplx[gi], src, g, dy_r, ady, info["hc"][rows],
-                                     t_r[:, pos], rule)  # fmt: skip
-            else:
-                fd = _real_fields(ys, bases, src, aff, disc, g, info["taken"][:, rows], dy_r,
-                                  ybar, rule, kind, dy_random)  # fmt: skip
-            dest = pos if where is None else where[pos]
-            for f in _FIELDS:
-                v = getattr(fd, f)
-                if v is not None:
-                    out[f][rows, dest] = v
+        # groups of the same number of copies side by side are decoded together, as many at
+        # once as their temporaries fit in the room for them
+        sizes = [len(r) for _, r, _, _ in batch]
+        offs = np.cumsum([0, *sizes])
+        one = math.prod(ys_real.shape[1:])
+        room = max_elements - (offs[-1] + len(batch) * (kind == "complex")) * one
+        at_once = max(1, max(room, decode_elements) // (_DECODE_TEMPS * one))
+        i0 = 0
+        while i0 < len(batch):
+            i1 = i0 + 1
+            while i1 < len(batch) and i1 - i0 < at_once and sizes[i1] == sizes[i0]:
+                i1 += 1
+            shape = (i1 - i0, sizes[i0], *ys_real.shape[1:])
+            sel = slice(offs[i0], offs[i1])
+            bases, ys = bases_all[sel].reshape(shape), ys_real[sel].reshape(shape)
+            conflicts[i0:i1] = _decode_groups(
+                batch[i0:i1], skip[i0:i1], bases, ys,
+                None if ys_cplx is None else ys_cplx[i0:i1], rows, out, where,
+                (t[rows], dy[rows], ybar, rule, kind, dy_random, positions_differ),
+            )  # fmt: skip
+            i0 = i1
         return conflicts
 
     budget = 0
@@ -608,10 +700,10 @@ def trial_overlaps(
         args = (slice(m0, min(m, m0 + step)),) if step < m else ()
         bases, ys = run(real, False, *args)
         _, _, _, overlap = _decode(
-            bases.astype(np.float64, copy=False), ys.astype(np.float64, copy=False), 1,
-            info["n_bits"], rule.eps, info["g"], positions_differ=positions_differ,
+            bases.astype(np.float64, copy=False)[None], ys.astype(np.float64, copy=False)[None],
+            1, info["n_bits"], rule.eps, info["g"], positions_differ=positions_differ,
         )  # fmt: skip
-        if overlap:
+        if overlap[0]:
             return True
         del bases, ys  # before the next slice's
     return False

@@ -388,3 +388,38 @@ def test_check_vjp_packs_x_alone_beside_weights_of_other_sizes():
     assert rep.batching.startswith("inputs[0]: packed")
     one_by_one = check_vjp(f, vjp, x, rng.standard_normal((6, 4)), rng.standard_normal(6))
     assert "packed" not in one_by_one.batching
+
+
+class _OneLeak:
+    """A valid 3 x 3 conv plus ``x[:, 0, 0, 0]`` leaking into output ``(5, 5)`` of map 0,
+    which ``x[:, 0, 6, 6]`` moves too: at lattice period 3 exactly one group (channel 0,
+    offset (0, 0)) has overlapping footprints."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def forward(self, x):
+        y = np.array(self.layer.forward(x), copy=True)
+        y[:, 0, 5, 5] += 0.5 * x[:, 0, 0, 0] ** 2
+        return y
+
+
+def test_groups_decoded_together_give_what_each_gives_decoded_alone(monkeypatch):
+    """A batch's groups are decoded together (one group's arrays are small, numpy's per-call
+    cost dominated); nothing of one group may leak into another's: the fields and the groups
+    sent to the fallback are those of decoding one group at a time, from the same outputs."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 2, 9, 9))
+    run, xf = _packed_run(_OneLeak(conv(rng, 2, 3, 3)), x)
+    dy = rng.standard_normal((2, 3 * 7 * 7))
+    args = ("richardson", tolerances.rule_for(x.dtype), dy, 1.0, 2**22, True)
+    groups = grouping.lattice_groups(x.shape[1:], 3)
+    together, failed = grouping.evaluate_groups(run, xf, groups, *args)
+    with monkeypatch.context() as m:
+        m.setattr(grouping, "_DECODE_TEMPS", 2**40)  # room for one group's decoding only
+        alone, failed_alone = grouping.evaluate_groups(run, xf, groups, *args)
+    leaky = next(g for g in groups if 0 in g)
+    assert sorted(failed.tolist()) == sorted(failed_alone.tolist()) == sorted(leaky.tolist())
+    for f in together:
+        np.testing.assert_array_equal(together[f], alone[f], err_msg=f)
+    assert np.isfinite(together["value"]).sum() == xf.size - 2 * leaky.size
