@@ -119,3 +119,21 @@ def test_the_caller_tensors_are_untouched():
     for t, t0 in zip((x, w, b), before, strict=True):
         assert torch.equal(t.detach(), t0) and t.grad is None
     assert np.isfinite(before[0].numpy()).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensors_on_a_gpu_are_evaluated_there():
+    """The function sees its tensors on their own device in every call (the engine works on
+    host copies; each call's tensors go back to the device)."""
+    seen = set()
+
+    def f(x, w):
+        seen.add((x.device.type, w.device.type))
+        return torch.tanh(x @ w)
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(4, 3, dtype=torch.float64, device="cuda", generator=gen, requires_grad=True)
+    w = torch.randn(3, 2, dtype=torch.float64, device="cuda", generator=gen, requires_grad=True)
+    report = ct.check_function(f, x, w)
+    assert report.ok
+    assert seen == {("cuda", "cuda")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -21,12 +22,11 @@ from checks.engine.evaluation import (
     JUDGE_ARRAYS,
     Chunks,
     Ctx,
-    Sums,
     check_out_shape,
-    complex_sums,
     sample_slices,
     scratch_bytes,
 )
+from checks.engine.streaming import Sums, complex_sums
 from checks.engine.targets import ComplexCallError, Target, borrowing
 from checks.report.errors import LayerContractError
 
@@ -104,6 +104,11 @@ def _directional_complex(
     return av, num, ctx.rule.eps * mag + f_eps * out * vmax / scale, mag
 
 
+def _noise(ctx: Ctx) -> dict[str, Any]:
+    """:class:`~checks.engine.streaming.Sums`' rounding parameters from the run."""
+    return {"ybar": ctx.ybar, "eps": ctx.rule.eps, "dy_random": ctx.dy_random}
+
+
 def _direction_setup(
     ctx: Ctx, name: str, v: np.ndarray
 ) -> tuple[Target, np.ndarray, float, float, str]:
@@ -121,7 +126,7 @@ def directional_real(
     :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back).
 
     Memory: the stencil's outputs are reduced as they arrive, a pair of points at a time and
-    in slices of the outputs (:class:`~checks.engine.evaluation.Sums`); what is held at once
+    in slices of the outputs (:class:`~checks.engine.streaming.Sums`); what is held at once
     is one call's outputs in the layer's dtype, the step in float64 and slices."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
@@ -143,7 +148,7 @@ def directional_real(
     res = finite_diff.forward_resolution(ctx.rule.h_central / step_div, ctx.rule.analytic_eps)
     if name in ctx.packed:  # stacked batches of stencil points: as few calls as fit
         ba = ctx.batch_axis
-        sums = Sums(ctx, np.moveaxis(ctx.y0, ba, 0), np.moveaxis(ctx.dy64, ba, 0), res)
+        sums = Sums(np.moveaxis(ctx.y0, ba, 0), np.moveaxis(ctx.dy64, ba, 0), res, **_noise(ctx))
         n = max(1, t.shape[ba])
         held = 8 * (2 + JUDGE_ARRAYS) * t.size  # v, a step in float64, the judgement's arrays
         chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n,
@@ -170,7 +175,7 @@ def directional_real(
                 sums.add(np.moveaxis(part, ba, 0))
             del ybig, part
     else:
-        sums = Sums(ctx, ctx.y0, ctx.dy64, res)
+        sums = Sums(ctx.y0, ctx.dy64, res, **_noise(ctx))
         for s in stencil:
             y = tgt.eval_replace(name, point(s), what)
             check_out_shape(ctx, y, ctx.y_shape, what)

@@ -28,6 +28,7 @@ from checks.engine import (
     memory,
     tolerances,
 )
+from checks.engine.streaming import Sums, complex_sums
 from checks.engine.targets import Target, borrowing, fmt_index
 from checks.report.errors import LayerContractError
 
@@ -511,56 +512,6 @@ def _fd_packed(
     return pk.results(compact)
 
 
-# outputs reduced at once by Sums (float64 temporaries of this many elements)
-_SLICE = 1 << 16
-
-
-class Sums:
-    """The numbers a directional Richardson needs, from its four stencil outputs given one at
-    a time (each in the baseline's layout, any dtype): ``r`` (``<y_k - y0, dy>``) per point,
-    and per pair of points ((0, 1), (2, 3)) the magnitude ``<|ya - yb|, |dy|>`` and the
-    rounding estimates of :func:`finite_diff.numerator_noise`. A pair's first output is kept
-    until its second arrives; everything is summed over slices of ``_SLICE`` outputs."""
-
-    def __init__(self, ctx: Ctx, y0: np.ndarray, dy: np.ndarray, res: tuple[float, float]):
-        self.ctx, self.res = ctx, res
-        self.y0, self.dy = y0.reshape(-1), dy.reshape(-1)
-        self.r: list[float] = []
-        self.mags: list[float] = []
-        self.noise: list[float] = []
-        self.typical: list[float] = []
-        self.first: np.ndarray | None = None
-
-    def add(self, y: np.ndarray, borrowed: bool = False) -> None:
-        """Reduce output ``y``; a ``borrowed`` one (the layer's own buffer) is copied if kept."""
-        y = y.reshape(-1)
-        n = y.size
-        self.r.append(sum(
-            float(np.dot(y[i : i + _SLICE].astype(np.float64) - self.y0[i : i + _SLICE],
-                         self.dy[i : i + _SLICE]))
-            for i in range(0, n, _SLICE)
-        ))  # fmt: skip
-        if self.first is None:
-            self.first = y.copy() if borrowed else y
-            return
-        ya, yb, self.first = self.first, y, None
-        mag = terms = squares = 0.0
-        for i in range(0, n, _SLICE):
-            a = ya[i : i + _SLICE].astype(np.float64)
-            b = yb[i : i + _SLICE].astype(np.float64)
-            d = self.dy[i : i + _SLICE]
-            mag += float(np.dot(np.abs(a - b), np.abs(d)))
-            tt, sq = finite_diff.noise_terms(a, b, d, self.ctx.ybar, np.sum)
-            terms, squares = terms + float(tt), squares + float(sq)
-        nz, ty = finite_diff.noise_from_terms(
-            np.float64(terms), np.float64(squares), self.ctx.rule.eps,
-            dy_random=self.ctx.dy_random, resolution=self.res[len(self.mags)],
-        )  # fmt: skip
-        self.mags.append(mag)
-        self.noise.append(float(nz))
-        self.typical.append(float(ty))
-
-
 def _fd_elements(
     ctx: Ctx,
     name: str,
@@ -680,7 +631,7 @@ def _streamed(
     res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
     per = []
     for j, idx in enumerate(group):
-        sums = Sums(ctx, ctx.y0, ctx.dy64, res)
+        sums = Sums(ctx.y0, ctx.dy64, res, ybar=ctx.ybar, eps=ctx.rule.eps, dy_random=ctx.dy_random)
         for q in range(vals.shape[0]):
             what = f"while perturbing {fmt_index(name, idx)}"
             with borrowing(ctx.target):
@@ -694,21 +645,6 @@ def _streamed(
         np.array([s.noise for s in per]).T, method=kind,
         typical_num=np.array([s.typical for s in per]).T,
     )  # fmt: skip
-
-
-def complex_sums(y: np.ndarray, dy: np.ndarray) -> tuple[float, float, float]:
-    """``(<Im y, dy>, <|Im y|, |dy|>, <|Re y| where Im y != 0, |dy|>)`` (what
-    :func:`reduce_outputs` gives the complex step), summed over slices of the outputs."""
-    y, dy = y.reshape(-1), dy.reshape(-1)
-    im_sum = abs_sum = out_sum = 0.0
-    for i in range(0, y.size, _SLICE):
-        part, d = y[i : i + _SLICE], dy[i : i + _SLICE]
-        im = part.imag.astype(np.float64)
-        ad = np.abs(d)
-        im_sum += float(np.dot(im, d))
-        abs_sum += float(np.dot(np.abs(im), ad))
-        out_sum += float(np.dot(np.where(im != 0, np.abs(part.real), 0.0), ad))
-    return im_sum, abs_sum, out_sum
 
 
 def sample_slices(
