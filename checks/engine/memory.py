@@ -32,10 +32,9 @@ outputs exceed the scratch, a one-by-one element's are summed in slices, and not
 when they are reduced before the next call (:func:`checks.engine.targets.borrowing`).
 
 Not bounded: the layer's own allocations beyond that model (a complex-step call of a float32
-layer allocates in complex128), and the float64 copies of ``y`` and ``dy`` a float32 layer's
-check holds. Measured (``property_tests/measure_memory.py``, peaks with ``tracemalloc``):
-float64 conv 6.9x, float64 ReLU conv with Richardson 7.3x, float32 ReLU conv 8.3x, float32
-tanh conv promoted to float64 9.7x (docs/limitations.md).
+layer allocates in complex128). Measured (``property_tests/measure_memory.py``, peaks with
+``tracemalloc``, x (16, 32, 32, 32)): float64 conv 6.5x, float64 ReLU conv with Richardson
+6.8x, float32 ReLU conv 7.7x, float32 tanh conv promoted to float64 7.9x (docs/limitations.md).
 
 The command line (``python -m checks layer``) compares :func:`budget` of the layer's tensors
 with :func:`available` memory before it starts and refuses (exit 2) when it would not fit.
