@@ -14,9 +14,9 @@ evaluated elements only until they are expanded.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,8 +27,11 @@ from checks.engine import (
     memory,
     tolerances,
 )
+from checks.engine.dispatch import Call, Dispatcher
 from checks.engine.targets import Target, fmt_index
 from checks.report.errors import LayerContractError
+
+T = TypeVar("T")
 
 # elements of float64 scratch (outputs of packed copies) per reduction chunk
 CHUNK_ELEMENTS = 2**21
@@ -62,6 +65,35 @@ class Ctx:
     budget: int = 0
     held: int = 0
     reports: dict[str, int] = field(default_factory=dict)  # bytes of each tensor's report
+    # where the forward calls of loops run (checks.engine.dispatch): here, unless an executor
+    calls: Dispatcher | None = None
+
+    def __post_init__(self) -> None:
+        if self.calls is None:
+            self.calls = Dispatcher(self.target)
+
+    @property
+    def remote_lanes(self) -> int:
+        """Forward calls an executor runs at once (0 without one)."""
+        assert self.calls is not None
+        return 0 if self.calls.local else self.calls.lanes
+
+    @property
+    def remote_depth(self) -> int:
+        """Forward calls in flight on an executor at once (0 without one)."""
+        assert self.calls is not None
+        return 0 if self.calls.local else self.calls.depth
+
+    @property
+    def local(self) -> bool:
+        """Every forward call runs in this process, on the target itself."""
+        assert self.calls is not None
+        return self.calls.local
+
+    def imap(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
+        """The outputs of independent forward calls, in order (:meth:`Dispatcher.imap`)."""
+        assert self.calls is not None
+        return self.calls.imap(items)
 
 
 # the least scratch a numerical evaluation gets when what the run holds already fills the
@@ -249,16 +281,23 @@ class Chunks:
     ``call``: bytes a forward call takes per copy of one sample (its input and two outputs,
     twice: the layer keeps its last call's until the next one ends). Packed: half the scratch
     goes to one call, half to the outputs kept for decoding; one by one (``s = 0``), a call
-    is one forward and the rest is kept."""
+    is one forward and the rest is kept. With an executor (``depth`` calls in flight, on
+    other processes) a call's share is what this process holds of the ``depth`` calls: each
+    one's outputs, and the same again pickled (their inputs are built where they run)."""
 
-    def __init__(self, scratch: int, s: int, r_out: int, isz: int, kind: str) -> None:
+    def __init__(
+        self, scratch: int, s: int, r_out: int, isz: int, kind: str, depth: int = 0
+    ) -> None:
         self.scratch = scratch
+        self.depth = depth  # 0: every call runs here
         self.packed = s > 0
         self.s, self.r_out = s, r_out
         self.call = self.call_bytes(isz)
         self.kept = _KEPT_BYTES["complex" if kind == "complex" else "real"] + 8 * self.packed
 
     def call_bytes(self, isz: int) -> int:
+        if self.depth:
+            return self.depth * 2 * self.r_out * isz
         return 2 * (self.s + 2 * self.r_out) * isz
 
     def copies_per_call(self, isz: int | None = None) -> int:
@@ -322,7 +361,8 @@ class _Packed:
         self.where[cols] = np.arange(cols.size)
         held = 8 * n * cols.size * len(self.fields) + (8 * JUDGE_ARRAYS * x.size if refining else 0)
         isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
-        self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind)
+        self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind,
+                             ctx.remote_depth)  # fmt: skip
         self.splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
         self.largest = 0  # bytes of the largest packed input
 
@@ -330,7 +370,8 @@ class _Packed:
         """Samples and units (specs, or positions of ``copies`` copies each) per packed
         call: a baseline and the copies of ``m_call`` samples within ``cpc`` copies of one
         sample, and within the element budget of a call; the fewest calls, then the most
-        samples per call."""
+        samples per call. With an executor, calls of about equal size in a multiple of its
+        lanes (where the units allow), so that no worker waits for the last one."""
         key = (m, units, copies, cpc)
         if key not in self.splits:
             r_out, s = self.r_out, self.s
@@ -341,17 +382,27 @@ class _Packed:
                 calls = -(-m // m_call) * -(-units // per)
                 if calls < best[0]:
                     best = (calls, m_call, per)
-            self.splits[key] = best[1:]
+            _, m_call, per = best
+            lanes = self.ctx.remote_lanes
+            if lanes > 1 and units > 0:  # more unit chunks, then more sample slices
+                row_calls, unit_calls = -(-m // m_call), -(-units // per)
+                wanted = -(-(row_calls * unit_calls) // lanes) * lanes
+                unit_calls = min(units, -(-wanted // row_calls))
+                row_calls = min(m, max(row_calls, -(-wanted // unit_calls)))
+                per, m_call = -(-units // unit_calls), -(-m // row_calls)
+            self.splits[key] = (m_call, per)
         return self.splits[key]
 
-    def call(self, big: np.ndarray, rows: slice, what: str) -> np.ndarray:
-        """Forward on packed copies ``big`` (copies, samples, positions) of the rows' samples;
-        the outputs unpacked to (copies, samples, outputs)."""
-        copies, m = big.shape[:2]
-        xin = np.moveaxis(big.reshape((copies * m, *self.xb.shape[1:])), 0, self.ba)
-        ybig = self.tgt.eval_packed(self.name, xin, copies, what, rows)
-        self.largest = max(self.largest, big.nbytes)
-        del xin
+    def call(self, copies: batching.Copies, what: str) -> Call:
+        """The forward call on packed ``copies`` of some samples (built where it runs: see
+        :class:`checks.engine.dispatch.Dispatcher`; :meth:`unpacked` for its outputs)."""
+        if self.ctx.local:  # the layer here keeps this call's arrays (see results)
+            self.largest = max(self.largest, copies.nbytes(self.s))
+        return Call("eval_packed", (self.name, copies, copies.copies, what, copies.rows))
+
+    def unpacked(self, ybig: np.ndarray, copies: int, m: int, what: str) -> np.ndarray:
+        """The outputs of a packed call of ``copies`` copies of ``m`` samples, as (copies,
+        samples, outputs)."""
         self.yb_shape[self.ba] = copies * m
         check_out_shape(self.ctx, ybig, tuple(self.yb_shape), what)
         return batching.unpack_outputs(ybig, copies, self.ba)
@@ -370,27 +421,36 @@ class _Packed:
         # one call per slice of samples: every copy's baseline is the same row, kept once
         one_call = c_all <= per_call
         bases = np.empty((m, self.r_out) if one_call else (c_all, m, self.r_out))
-        for j0 in range(0, m, m_call):
-            ms = min(m_call, m - j0)
-            sub = slice(r0 + j0, r0 + j0 + ms)
-            for c0 in range(0, c_all, per_call):
-                chunk = specs[c0 : c0 + per_call]
-                big = np.empty((1 + len(chunk), ms, self.s), dtype=dtype)
-                big[:] = self.xf[sub][None]
-                for i, (pos_i, vals_i) in enumerate(chunk):
-                    big[1 + i][:, pos_i] = vals_i[sub]
-                what = f"on {big.shape[0]} packed copies of {self.name} (grouped positions)"
-                y = self.call(big, sub, what)
-                del big
-                ys[c0 : c0 + len(chunk), j0 : j0 + ms] = y[1:]
-                if one_call:
-                    bases[j0 : j0 + ms] = y[0].real
-                else:
-                    bases[c0 : c0 + len(chunk), j0 : j0 + ms] = y[0].real
-                del y
+
+        def calls() -> Iterator[tuple[Call, tuple[int, int, int, int, str]]]:
+            for j0 in range(0, m, m_call):
+                ms = min(m_call, m - j0)
+                sub = slice(r0 + j0, r0 + j0 + ms)
+                for c0 in range(0, c_all, per_call):
+                    chunk = specs[c0 : c0 + per_call]
+                    what = f"on {1 + len(chunk)} packed copies of {self.name} (grouped positions)"
+                    yield self._specs_call(chunk, sub, dtype, what), (j0, ms, c0, len(chunk), what)
+
+        for ybig, (j0, ms, c0, n_c, what) in self.ctx.imap(calls()):
+            y = self.unpacked(ybig, 1 + n_c, ms, what)
+            del ybig
+            ys[c0 : c0 + n_c, j0 : j0 + ms] = y[1:]
+            if one_call:
+                bases[j0 : j0 + ms] = y[0].real
+            else:
+                bases[c0 : c0 + n_c, j0 : j0 + ms] = y[0].real
+            del y
         if one_call:
             return np.broadcast_to(bases, ys.shape), ys
         return bases, ys
+
+    def _specs_call(
+        self, chunk: Sequence[grouping.Spec], sub: slice, dtype: np.dtype, what: str
+    ) -> Call:
+        """The call on the unperturbed samples ``sub`` and a copy of them per spec."""
+        specs = [(pos_i, vals_i[sub]) for pos_i, vals_i in chunk]
+        return self.call(batching.Copies(self.name, self.ba, sub, dtype, specs=specs, xf=self.xf),
+                         what)  # fmt: skip
 
     def one_by_one(self, cols: np.ndarray) -> None:
         """Every position of ``cols`` perturbed alone, many positions per packed call."""
@@ -400,30 +460,38 @@ class _Packed:
         per_cs = self.chunks.call + _REDUCE_ROWS * self.r_out * (16 if kind == "complex" else 8)
         max_cs = max(1 + k, self.chunks.scratch // per_cs)
         m_sub, per_pos = self.split(self.n, cols.size, k, max_cs)
-        for start in range(0, cols.size, per_pos):
-            pos = cols[start : start + per_pos]
-            for m0 in range(0, self.n, m_sub):
-                rows = slice(m0, min(self.n, m0 + m_sub))
-                t = self.xf[rows, pos]
-                if kind == "complex":
-                    h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-                    vals = _complex_value(t, h, ctx.rule)[None]
-                    dtype = np.dtype(ctx.rule.complex_dtype)
-                    taken = None
-                else:
-                    h = finite_diff.step_sizes(t, ctx.rule.h_central)
-                    vals, taken = finite_diff.perturbed_values(t, h, stencil)
-                    dtype = self.x.dtype
-                big = batching.pack_copies(self.xf[rows], pos, vals, dtype)
-                what = f"on {big.shape[0]} packed copies of {self.name} ({pos.size} positions)"
-                y = self.call(big, rows, what)
-                del big
-                fd = self._combine(y, rows, t, h, taken)
-                del y
-                for f in self.fields:
-                    v = getattr(fd, f)
-                    if v is not None:
-                        self.out[f][rows, self.where[pos]] = v
+
+        def calls() -> Iterator[tuple[Call, tuple[Any, ...]]]:
+            for start in range(0, cols.size, per_pos):
+                pos = cols[start : start + per_pos]
+                for m0 in range(0, self.n, m_sub):
+                    rows = slice(m0, min(self.n, m0 + m_sub))
+                    t = self.xf[rows, pos]
+                    if kind == "complex":
+                        h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                        vals = _complex_value(t, h, ctx.rule)[None]
+                        dtype = np.dtype(ctx.rule.complex_dtype)
+                        taken = None
+                    else:
+                        h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                        vals, taken = finite_diff.perturbed_values(t, h, stencil)
+                        dtype = self.x.dtype
+                    n_copies = 1 + vals.shape[0] * pos.size
+                    what = f"on {n_copies} packed copies of {self.name} ({pos.size} positions)"
+                    meta = (pos, rows, t, h, taken, n_copies, what)
+                    copies = batching.Copies(self.name, self.ba, rows, dtype, stencil=(pos, vals),
+                                             xf=self.xf)  # fmt: skip
+                    yield self.call(copies, what), meta
+
+        for ybig, (pos, rows, t, h, taken, copies, what) in ctx.imap(calls()):
+            y = self.unpacked(ybig, copies, rows.stop - rows.start, what)
+            del ybig
+            fd = self._combine(y, rows, t, h, taken)
+            del y
+            for f in self.fields:
+                v = getattr(fd, f)
+                if v is not None:
+                    self.out[f][rows, self.where[pos]] = v
 
     def _combine(
         self, y: np.ndarray, rows: slice, t: np.ndarray, h: np.ndarray, taken: Any
@@ -528,16 +596,20 @@ def _fd_elements(
     where[cols] = np.arange(cols.size)
     held = 8 * cols.size * len(fields) + (8 * JUDGE_ARRAYS * t_all.size if refining else 0)
     osz = 16 if kind == "complex" else 8
-    chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind)
+    chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind, ctx.remote_depth)
 
     def run(
         specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
     ) -> tuple[np.ndarray, np.ndarray]:
         ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
-        for i, (pos_i, vals_i) in enumerate(specs):
-            idx = np.unravel_index(pos_i, t_all.shape)
-            what = f"while perturbing {pos_i.size} elements of {name} together"
-            y = tgt.eval_element(name, idx, vals_i[0], what)
+
+        def calls() -> Iterator[tuple[Call, tuple[int, str]]]:
+            for i, (pos_i, vals_i) in enumerate(specs):
+                idx = np.unravel_index(pos_i, t_all.shape)
+                what = f"while perturbing {pos_i.size} elements of {name} together"
+                yield Call("eval_element", (name, idx, vals_i[0], what)), (i, what)
+
+        for y, (i, what) in ctx.imap(calls()):
             check_out_shape(ctx, y, ctx.y_shape, what)
             ys[i, 0] = y.reshape(-1)
         return np.broadcast_to(y0, ys.shape), ys
@@ -551,26 +623,67 @@ def _fd_elements(
     left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
     per_group = max(1, min(ELEMENT_GROUP, CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
     per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
-    per_group = max(1, min(per_group, chunks.scratch // per_el))
-    for start in range(0, len(idxs), per_group):
-        group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
-        t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
-        if kind == "complex":
-            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-            vals = _complex_value(t, h, ctx.rule)[None]
-        else:
-            h = finite_diff.step_sizes(t, ctx.rule.h_central)
-            vals, taken = finite_diff.perturbed_values(t, h, stencil)
-        ys = np.empty(
-            (len(group), k, 1, y0.shape[1]),
-            dtype=np.complex128 if kind == "complex" else np.float64,
-        )
-        for j, idx in enumerate(group):
-            for q in range(k):
+    room = chunks.scratch - (0 if ctx.local else chunks.call)  # (the outputs in flight)
+    per_group = max(1, min(per_group, room // per_el))
+    _elements_one_by_one(ctx, name, kind, idxs, per_group, out, where[left_flat])
+    store = {f: v[0] for f, v in out.items()}
+    del out
+    if compact:  # every masked element (cols is now only those left after the groups)
+        n_masked = int(np.count_nonzero(where >= 0))
+        return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
+    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
+
+
+def _elements_one_by_one(
+    ctx: Ctx,
+    name: str,
+    kind: str,
+    idxs: np.ndarray,
+    per_group: int,
+    out: dict[str, np.ndarray],
+    dest: np.ndarray,
+) -> None:
+    """The elements ``idxs`` (multi-indices) of a tensor that is not packed, one forward
+    call per stencil point, reduced ``per_group`` elements at a time into the columns
+    ``dest`` of ``out``. One stream of calls over every group: with an executor, the next
+    group's calls run while a group is reduced."""
+    t_all = ctx.target.value(name)
+    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
+    k = len(stencil)
+    y0 = ctx.y0.reshape(1, -1)
+    dym = ctx.dy64.reshape(1, -1)
+    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+
+    def calls() -> Iterator[tuple[Call, tuple[Any, ...]]]:
+        for start in range(0, len(idxs), per_group):
+            group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
+            t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
+            taken = None
+            if kind == "complex":
+                h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                vals = _complex_value(t, h, ctx.rule)[None]
+            else:
+                h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                vals, taken = finite_diff.perturbed_values(t, h, stencil)
+            prep = (start, group, t, h, taken)
+            for j, idx in enumerate(group):
                 what = f"while perturbing {fmt_index(name, idx)}"
-                y = tgt.eval_element(name, idx, vals[q, j], what)
-                check_out_shape(ctx, y, ctx.y_shape, what)
-                ys[j, q, 0] = y.reshape(-1)
+                for q in range(k):
+                    yield Call("eval_element", (name, idx, vals[q, j], what)), (prep, j, q, what)
+
+    ys = None
+    for y, (prep, j, q, what) in ctx.imap(calls()):
+        start, group, t, h, taken = prep
+        if ys is None:
+            ys = np.empty(
+                (len(group), k, 1, y0.shape[1]),
+                dtype=np.complex128 if kind == "complex" else np.float64,
+            )
+        check_out_shape(ctx, y, ctx.y_shape, what)
+        ys[j, q, 0] = y.reshape(-1)
+        del y
+        if (j, q) != (len(group) - 1, k - 1):
+            continue
         if kind == "complex":
             im, ab, ore = reduce_outputs(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
             fd = finite_diff.combine_complex(
@@ -583,18 +696,11 @@ def _fd_elements(
             )
             fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
                                           method=kind, typical_num=typ[:, :, 0])  # fmt: skip
-        del ys
-        dest = where[left_flat[start : start + per_group]]
+        ys = None
         for f in fields:
             v = getattr(fd, f)
             if v is not None:
-                out[f][0, dest] = v
-    store = {f: v[0] for f, v in out.items()}
-    del out
-    if compact:  # every masked element (cols is now only those left after the groups)
-        n_masked = int(np.count_nonzero(where >= 0))
-        return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
-    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
+                out[f][0, dest[start : start + per_group]] = v
 
 
 def finite_differences(
