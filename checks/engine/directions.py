@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -16,7 +15,6 @@ from checks.engine import (
     finite_diff,
     tolerances,
 )
-from checks.engine.dispatch import Call
 from checks.engine.evaluation import (
     FD_FIELDS,
     JUDGE_ARRAYS,
@@ -72,8 +70,13 @@ def directional_real(
     ctx: Ctx, name: str, g: np.ndarray, v: np.ndarray, step_div: float
 ) -> dict[str, np.ndarray]:
     """Richardson along ``v`` with the table's step divided by ``step_div``: every field of
-    :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back)."""
-    _, t, vmax, scale, what = _direction_setup(ctx, name, v)
+    :class:`FDResult` (0-d), slopes of ``phi`` itself (the analytic prediction added back).
+
+    Its calls run in this process also when the check has an executor: each input is a
+    whole perturbed tensor, which would travel (and be held here while in flight) where a
+    packed call sends positions and values, and the few calls of a direction gain little
+    from spreading."""
+    tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     t64 = t.astype(np.float64, copy=False)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_central * scale / vmax / step_div
@@ -92,31 +95,23 @@ def directional_real(
         held = 8 * (10 * yst.shape[-1] + JUDGE_ARRAYS * t.size)
         chunks = Chunks(scratch_bytes(ctx, name, held), t.size // n, yst.shape[-1] // n,
                          t.dtype.itemsize, "real")  # fmt: skip
-        # (with an executor, one point per call: the points run side by side)
-        fits = chunks.copies_per_call() >= len(stencil) * n
-        per_call = len(stencil) if fits and ctx.local else 1
-
-        def stacked(pts: tuple[float, ...]) -> Call:
+        per_call = len(stencil) if chunks.copies_per_call() >= len(stencil) * n else 1
+        for k0 in range(0, len(stencil), per_call):
+            pts = stencil[k0 : k0 + per_call]
             big = point(pts[0]) if len(pts) == 1 else np.concatenate([point(s) for s in pts], ba)
-            return Call("eval_packed", (name, big, len(pts), what))
-
-        def packed() -> Iterator[tuple[Call, tuple[int, int]]]:
-            for k0 in range(0, len(stencil), per_call):
-                pts = tuple(stencil[k0 : k0 + per_call])
-                yield stacked(pts), (k0, len(pts))
-
-        for ybig, (k0, n_pts) in ctx.imap(packed()):
+            ybig = tgt.eval_packed(name, big, len(pts), what)
+            del big
             yb_shape = list(ctx.y_shape)
-            yb_shape[ba] *= n_pts
+            yb_shape[ba] *= len(pts)
             check_out_shape(ctx, ybig, tuple(yb_shape), what)
-            for i, part in enumerate(np.split(ybig, n_pts, ba)):
+            for i, part in enumerate(np.split(ybig, len(pts), ba)):
                 yst[0, k0 + i, 0] = np.moveaxis(part, ba, 0).reshape(-1)
             del ybig
         y0 = np.moveaxis(ctx.y0, ba, 0).reshape(1, -1)
         dy0 = np.moveaxis(ctx.dy64, ba, 0).reshape(1, -1)
     else:
-        points = ((Call("eval_replace", (name, point(s), what)), k) for k, s in enumerate(stencil))
-        for y, k in ctx.imap(points):
+        for k, s in enumerate(stencil):
+            y = tgt.eval_replace(name, point(s), what)
             check_out_shape(ctx, y, ctx.y_shape, what)
             yst[0, k, 0] = y.reshape(-1)
             del y

@@ -181,7 +181,7 @@ def run_remote(
             return ("missing",)
         try:
             kind, shipped, state = pickle.loads(payload)
-            target = _TARGETS[kind].rebuilt(pickle.loads(shipped), state)
+            target = _TARGETS[kind].rebuilt(shipped, state)
         except Exception as exc:
             return ("unloadable", f"{type(exc).__name__}: {exc}")
         entry = cache[token] = (target, contract.snapshot(target.watched()))
@@ -239,17 +239,29 @@ class Dispatcher:
         self.mutated: list[str] = []
         self._token = uuid.uuid4().hex
         self._sent = 0
-        self._payload: bytes | None = None
-        self._shipped = b""
+        self._wave: bytes | None = None  # the payload the first tasks carry
+        obj = target.shipped()
+        self._label = (
+            f"layer {type(obj).__name__}"
+            if isinstance(target, LayerTarget)
+            else f"function {target.layer_name}"
+        )
         if executor is not None:
-            obj = target.shipped()
-            label = (
-                f"layer {type(obj).__name__}"
-                if isinstance(target, LayerTarget)
-                else f"function {target.layer_name}"
-            )
-            self._label = label
-            self._shipped = ship(obj, label)
+            ship(obj, self._label)  # the error now, before any forward call
+
+    def payload(self) -> bytes:
+        """What a worker rebuilds the target from: the layer (or ``f``) and the working
+        copies, pickled as they are now. Built when tasks carry it (the first wave, and a
+        task that met a worker without it) and not kept: between forward calls the
+        numerical part leaves the layer and the working copies as they were when it began
+        (perturbations are undone, a promotion lasts until the end)."""
+        state = (type(self.target).__name__, self.target.shipped(), self.target.worker_state())
+        return ship(state, self._label)
+
+    def payload_bytes(self) -> int:
+        """Bytes of :meth:`payload` (0 without an executor): held here while the tasks that
+        carry it are in flight."""
+        return 0 if self.local else len(self.payload())
 
     def imap(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
         """``(output, meta)`` of each ``(call, meta)``, in order. ``items`` is consumed
@@ -269,9 +281,6 @@ class Dispatcher:
             yield from self._remote(items)
 
     def _remote(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
-        if self._payload is None:  # the working state as the numerical part starts
-            state = (type(self.target).__name__, self._shipped, self.target.worker_state())
-            self._payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         pending: deque[tuple[Any, Call, T]] = deque()
         it = iter(items)
         try:
@@ -291,11 +300,16 @@ class Dispatcher:
 
     def _submit(self, call: Call, payload: bool = False) -> Any:
         assert self.executor is not None
-        send = payload or self._sent < self.lanes  # the first wave carries the payload
-        self._sent += send
+        data = None
+        if self._sent < self.lanes:  # the first wave carries the payload (one copy here)
+            data = self._wave = self._wave or self.payload()
+            self._sent += 1
+            if self._sent == self.lanes:
+                self._wave = None  # (its tasks hold it until they are sent)
+        elif payload:
+            data = self.payload()
         return self.executor.submit(
-            run_remote, self._token, self._payload if send else None, call, _filters(),
-            np.geterr(),
+            run_remote, self._token, data, call, _filters(), np.geterr()
         )  # fmt: skip
 
     def _outcome(self, fut: Any, call: Call, meta: T) -> tuple[np.ndarray, T]:

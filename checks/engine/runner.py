@@ -444,6 +444,7 @@ def _run(
         rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes, calls=calls,
     )  # fmt: skip
     account_memory(ctx, watched, an.grads, an.y)
+    ctx.held += calls.payload_bytes()  # in flight with the first tasks on an executor
     try:
         _numerical(ctx, an.grads, method, coverage_, rng, report)
     except LayerContractError as exc:
