@@ -24,6 +24,7 @@ worker too, and a worker that sees the layer change its ``x`` or parameters says
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import threading
 import uuid
@@ -165,14 +166,17 @@ def _cache() -> OrderedDict[str, tuple[Target, dict[str, np.ndarray]]]:
 def run_remote(
     token: str,
     payload: bytes | None,
-    call: Call,
+    calls: list[Call],
     filters: list[tuple[Any, ...]],
     err: dict[str, str],
 ) -> tuple[Any, ...]:
-    """A worker's side of a :class:`Call` (a module-level function, so that it pickles).
+    """A worker's side of a task: ``calls`` in order (a module-level function, so that it
+    pickles).
 
-    Returns ``("ok", output, mutated names)``, ``("raised", exception, cause)``,
-    ``("missing",)`` (no payload for ``token`` here yet) or ``("unloadable", reason)``.
+    Returns ``("done", outputs, raised, mutated names)`` -- ``raised`` is ``None`` or
+    ``(exception, cause)`` of the call after the last output, which ends the task as it
+    would end a serial loop -- or ``("missing",)`` (no payload for ``token`` here yet) or
+    ``("unloadable", reason)``.
     """
     cache = _cache()
     entry = cache.get(token)
@@ -189,19 +193,23 @@ def run_remote(
             cache.popitem(last=False)
     cache.move_to_end(token)
     target, before = entry
+    outputs, raised = [], None
     with warnings.catch_warnings(), np.errstate(**err):  # type: ignore[arg-type]
         warnings.resetwarnings()
         for action, msg, cat, mod, line in reversed(filters):
             # a filter's message and module are compiled patterns, strings or None
             pattern, module = (getattr(p, "pattern", p) or "" for p in (msg, mod))
             warnings.filterwarnings(action, pattern, cat, module, line)
-        try:
-            y = call.run(target)
-        except Exception as exc:
-            return ("raised", _portable(exc), _portable(exc.__cause__))
+        for call in calls:
+            try:
+                outputs.append(call.run(target))
+            except Exception as exc:
+                raised = (_portable(exc), _portable(exc.__cause__))
+                break
     now = target.watched()
-    seen = {n: before[n] for n in target.exposed(call.method)}
-    return ("ok", y, contract.mutated(seen, now))
+    names = {n for c in calls for n in target.exposed(c.method)}
+    seen = {n: v for n, v in before.items() if n in names}
+    return ("done", outputs, raised, contract.mutated(seen, now))
 
 
 def _run_popped(target: Target, box: list[tuple[Call, T]]) -> tuple[np.ndarray, T]:
@@ -263,10 +271,14 @@ class Dispatcher:
         carry it are in flight."""
         return 0 if self.local else len(self.payload())
 
-    def imap(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
+    def imap(
+        self, items: Iterable[tuple[Call, T]], per_task: int = 1
+    ) -> Iterator[tuple[np.ndarray, T]]:
         """``(output, meta)`` of each ``(call, meta)``, in order. ``items`` is consumed
         lazily: serially one call is built, run and handed back before the next is built;
-        with an executor at most :attr:`depth` are built ahead."""
+        with an executor, ``per_task`` consecutive calls go to a worker as one task (small
+        calls: a task costs ~1 ms in a process pool, several in dask) and at most
+        :attr:`depth` tasks are in flight."""
         if self.local:
             # this frame holds neither a call (its input) nor an output between yields: the
             # next call is built, and run, with only what the consumer keeps
@@ -278,27 +290,39 @@ class Dispatcher:
                     return
                 yield _run_popped(self.target, box)
         else:
-            yield from self._remote(items)
+            yield from self._remote(items, max(1, per_task))
 
-    def _remote(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
-        pending: deque[tuple[Any, Call, T]] = deque()
+    def _remote(
+        self, items: Iterable[tuple[Call, T]], per_task: int
+    ) -> Iterator[tuple[np.ndarray, T]]:
+        pending: deque[tuple[Any, list[Call], list[T]]] = deque()
         it = iter(items)
         try:
             while True:
                 while len(pending) < self.depth:
-                    item = next(it, None)
-                    if item is None:
+                    task = list(itertools.islice(it, per_task))
+                    if not task:
                         break
-                    pending.append((self._submit(item[0]), item[0], item[1]))
-                    del item
+                    calls, metas = [c for c, _ in task], [m for _, m in task]
+                    del task
+                    pending.append((self._submit(calls), calls, metas))
                 if not pending:
                     return
-                yield self._outcome(*pending.popleft())
+                fut, calls, metas = pending.popleft()
+                outputs, raised = self._outcome(fut, calls)
+                del fut, calls
+                while outputs:  # (what the consumer makes of them comes first, as serially)
+                    yield outputs.pop(0), metas.pop(0)
+                if raised is not None:
+                    exc, cause = raised
+                    if cause is None:
+                        raise exc
+                    raise exc from cause
         finally:
             for fut, _, _ in pending:
                 fut.cancel()
 
-    def _submit(self, call: Call, payload: bool = False) -> Any:
+    def _submit(self, calls: list[Call], payload: bool = False) -> Any:
         assert self.executor is not None
         data = None
         if self._sent < self.lanes:  # the first wave carries the payload (one copy here)
@@ -309,24 +333,23 @@ class Dispatcher:
         elif payload:
             data = self.payload()
         return self.executor.submit(
-            run_remote, self._token, data, call, _filters(), np.geterr()
+            run_remote, self._token, data, calls, _filters(), np.geterr()
         )  # fmt: skip
 
-    def _outcome(self, fut: Any, call: Call, meta: T) -> tuple[np.ndarray, T]:
+    def _outcome(
+        self, fut: Any, calls: list[Call]
+    ) -> tuple[list[np.ndarray], tuple[BaseException, BaseException | None] | None]:
+        """The outputs of a task's calls, and what the call after them raised."""
         out = fut.result()
         if out[0] == "missing":  # a worker that has not seen this check yet
-            out = self._submit(call, payload=True).result()
+            out = self._submit(calls, payload=True).result()
         if out[0] == "unloadable":
             raise TypeError(
                 f"{self._label} could not be rebuilt in an executor worker ({out[1]}): its "
                 "class (or function) must be importable there -- defined in a module on the "
                 "workers' path, not in __main__ or a notebook; or pass executor=None"
             )
-        self.target.n_evals += 1
-        if out[0] == "raised":
-            _, exc, cause = out
-            if cause is None:
-                raise exc
-            raise exc from cause
-        self.mutated += [n for n in out[2] if n not in self.mutated]
-        return out[1], meta
+        _, outputs, raised, changed = out
+        self.target.n_evals += len(outputs) + (raised is not None)
+        self.mutated += [n for n in changed if n not in self.mutated]
+        return outputs, raised

@@ -42,6 +42,9 @@ FD_FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
 # elements evaluated one at a time are reduced in groups of this many
 ELEMENT_GROUP = 64
 
+# with an executor, at most this many one-element calls go to a worker as one task
+TASK_CALLS = 32
+
 
 @dataclass
 class Ctx:
@@ -90,10 +93,12 @@ class Ctx:
         assert self.calls is not None
         return self.calls.local
 
-    def imap(self, items: Iterable[tuple[Call, T]]) -> Iterator[tuple[np.ndarray, T]]:
+    def imap(
+        self, items: Iterable[tuple[Call, T]], per_task: int = 1
+    ) -> Iterator[tuple[np.ndarray, T]]:
         """The outputs of independent forward calls, in order (:meth:`Dispatcher.imap`)."""
         assert self.calls is not None
-        return self.calls.imap(items)
+        return self.calls.imap(items, per_task)
 
 
 # the least scratch a numerical evaluation gets when what the run holds already fills the
@@ -306,10 +311,21 @@ class Chunks:
         call = self.call if isz is None else self.call_bytes(isz)
         return max(2, (self.scratch // 2) // call)
 
+    def per_task(self, n_calls: int | None = None) -> int:
+        """One-element calls (``s = 0``) per executor task: their outputs in flight within a
+        quarter of the scratch, at most :data:`TASK_CALLS`, and with ``n_calls`` to make
+        enough tasks to keep every one in flight busy (1 serially, and for packed calls)."""
+        if not self.depth or self.packed:
+            return 1
+        k = max(1, min(TASK_CALLS, (self.scratch // 4) // self.call))
+        if n_calls is not None:
+            k = min(k, -(-n_calls // self.depth))
+        return max(1, k)
+
     def max_elements(self) -> int:
         """Output elements kept for decoding groups (for grouping.evaluate_groups): what the
         call and the decoding's temporaries for one sample leave."""
-        room = self.scratch // 2 if self.packed else self.scratch - self.call
+        room = self.scratch // 2 if self.packed else self.scratch - self.call * self.per_task()
         return max(self.r_out, (room - 8 * _DECODE_ROWS * self.r_out) // self.kept)
 
 
@@ -609,7 +625,7 @@ def _fd_elements(
                 what = f"while perturbing {pos_i.size} elements of {name} together"
                 yield Call("eval_element", (name, idx, vals_i[0], what)), (i, what)
 
-        for y, (i, what) in ctx.imap(calls()):
+        for y, (i, what) in ctx.imap(calls(), chunks.per_task(len(specs))):
             check_out_shape(ctx, y, ctx.y_shape, what)
             ys[i, 0] = y.reshape(-1)
         return np.broadcast_to(y0, ys.shape), ys
@@ -623,9 +639,10 @@ def _fd_elements(
     left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
     per_group = max(1, min(ELEMENT_GROUP, CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
     per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
-    room = chunks.scratch - (0 if ctx.local else chunks.call)  # (the outputs in flight)
+    room = chunks.scratch - (0 if ctx.local else chunks.call * chunks.per_task())  # (in flight)
     per_group = max(1, min(per_group, room // per_el))
-    _elements_one_by_one(ctx, name, kind, idxs, per_group, out, where[left_flat])
+    per_task = chunks.per_task(len(idxs) * k)
+    _elements_one_by_one(ctx, name, kind, idxs, per_group, out, where[left_flat], per_task)
     store = {f: v[0] for f, v in out.items()}
     del out
     if compact:  # every masked element (cols is now only those left after the groups)
@@ -642,11 +659,12 @@ def _elements_one_by_one(
     per_group: int,
     out: dict[str, np.ndarray],
     dest: np.ndarray,
+    per_task: int = 1,
 ) -> None:
     """The elements ``idxs`` (multi-indices) of a tensor that is not packed, one forward
     call per stencil point, reduced ``per_group`` elements at a time into the columns
     ``dest`` of ``out``. One stream of calls over every group: with an executor, the next
-    group's calls run while a group is reduced."""
+    group's calls run while a group is reduced, ``per_task`` calls per task."""
     t_all = ctx.target.value(name)
     stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
     k = len(stencil)
@@ -672,7 +690,7 @@ def _elements_one_by_one(
                     yield Call("eval_element", (name, idx, vals[q, j], what)), (prep, j, q, what)
 
     ys = None
-    for y, (prep, j, q, what) in ctx.imap(calls()):
+    for y, (prep, j, q, what) in ctx.imap(calls(), per_task):
         start, group, t, h, taken = prep
         if ys is None:
             ys = np.empty(
