@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -35,6 +36,7 @@ def process_pool() -> Iterator[Executor]:
 @pytest.fixture(scope="module")
 def dask_executor() -> Iterator[Executor]:
     distributed = pytest.importorskip("distributed", reason="needs the 'dask' extra")
+    environ = dict(os.environ)  # a cluster sets MALLOC_TRIM_THRESHOLD_ & co. here too
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
@@ -43,6 +45,8 @@ def dask_executor() -> Iterator[Executor]:
         distributed.Client(cluster) as client,
     ):  # fmt: skip
         yield client.get_executor()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(params=EXECUTORS)
