@@ -1,25 +1,27 @@
 """Forward calls of a check, in this process or spread over a ``concurrent.futures`` executor.
 
-The numerical part issues its independent forward calls -- the packed chunks, the elements
-evaluated one by one, the stencil points of a direction -- as :class:`Call` s through
+The numerical part issues its independent forward calls -- the packed chunks, the grouped
+copies, the elements evaluated one by one -- as :class:`Call` s through
 :meth:`Dispatcher.imap`. Without an executor each call runs at once on the target, in order,
 exactly as a plain loop would (the serial path, and its results, are those of a loop). With
-one, at most :attr:`Dispatcher.depth` calls are in flight (two per worker: one runs while
-the next one's arguments and the last one's output travel; the memory budget's scratch is
-shared among them, see :class:`checks.engine.evaluation.Chunks`) and the results come back
-in the order of the calls.
+one, calls go to the workers as tasks (small one-element calls several to a task), at most
+:attr:`Dispatcher.depth` tasks are in flight (two per worker: one runs while the next one's
+arguments and the last one's outputs travel; the memory budget's scratch pays for those
+outputs, see :class:`checks.engine.evaluation.Chunks`), and the outputs come back in the order
+of the calls. Single calls (probes, directional derivatives) run here.
 
-A worker never sees the parent's arrays, let alone its in-place perturbations: it rebuilds
-the target once per check from the layer (or ``f``), pickled before the check's first forward
-call, and the working copies as the numerical part starts (:meth:`Target.worker_state
-<checks.engine.targets.Target.worker_state>`, float64 copies for a promoted float32 layer),
-keeps it in a small per-thread cache by the check's token, and runs each call -- which
-carries its own perturbed values -- on it, perturbing and restoring its own copies. The
-payload goes with the first tasks; a task that reaches a worker without it is sent again
-with it. What the layer raises comes back with its cause (the fallbacks of the complex step
-read the cause), a warning turned into an error by the caller's filters is an error in the
-worker too, and a worker that sees the layer change its ``x`` or parameters says so
-(:attr:`Dispatcher.mutated`).
+A worker never sees this process's arrays, let alone its in-place perturbations: it rebuilds
+the target once per check from the layer (or ``f``) and the working copies as the numerical
+part starts (:meth:`Target.worker_state <checks.engine.targets.Target.worker_state>`, float64
+copies for a promoted float32 layer), keeps it in a small per-thread cache by the check's
+token, and runs each call -- which carries its own perturbed values -- on it, perturbing and
+restoring its own copies. The layer is pickled once before the check's first forward call,
+so that one that cannot be gets its :class:`TypeError` at once; the payload goes with the
+first tasks, and a task that reaches a worker without it is sent again with it. What the
+layer raises comes back with its cause (the fallbacks of the complex step read the cause),
+the caller's warning filters and numpy error state apply in the worker (a ``ComplexWarning``
+turned into an error must raise there too), and a worker that sees the layer change its ``x``
+or parameters says so (:attr:`Dispatcher.mutated`).
 """
 
 from __future__ import annotations
@@ -239,9 +241,9 @@ class Dispatcher:
         self.target = target
         self.executor = executor
         self.local = executor is None
-        #: calls that run at once (1: in this process, one after the other)
+        #: tasks that run at once (1: every call here, one after the other)
         self.lanes = 1 if executor is None else workers(executor)
-        #: calls in flight at once
+        #: tasks in flight at once
         self.depth = 1 if executor is None else 2 * self.lanes
         #: names of tensors a worker saw the layer change
         self.mutated: list[str] = []

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,15 @@ def test_a_correct_layer_passes_as_it_does_serially(executor: Executor) -> None:
     report = check_layer(layer, x, coverage="full", executor=executor)
     _same_verdicts_and_numbers(serial, report)
     assert report.ok and all(t.n_checked == t.n_total for t in report.tensors)
+
+
+def test_a_thread_pool_is_an_executor_too() -> None:
+    """Each thread rebuilds its own copy of the layer: the threads never share one."""
+    layer, x = el.small_conv(seed=3)
+    serial = check_layer(layer, x, coverage="full")
+    with ThreadPoolExecutor(2) as threads:
+        report = check_layer(layer, x, coverage="full", executor=threads)
+    _same_verdicts_and_numbers(serial, report)
 
 
 def test_sampled_coverage_with_projections_matches_serial(process_pool: Executor) -> None:
