@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-install:  ## Create .venv and install the project (EXTRAS=test,plot,lint[,torch][,jax])
+install:  ## Create .venv and install the project (EXTRAS=test,plot,lint[,torch][,jax][,dask])
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)

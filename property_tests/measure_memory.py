@@ -10,6 +10,8 @@ held at its largest. Usage::
     python -m property_tests.measure_memory conv32 --save a.npz    # the reports' numbers
     python -m property_tests.measure_memory conv32 --compare a.npz # ... the same as saved?
     python -m property_tests.measure_memory conv32 --time 3    # best of 3, not traced
+    python -m property_tests.measure_memory conv32 --workers 2 # on a process pool (this
+                                                               # process's peak only)
 
 Run each case in its own process for peaks: a reference cycle freed by the garbage
 collector at a different moment moves the peak (the complex-step probe kept one until this
@@ -23,12 +25,15 @@ after the layer, ``x`` and one forward/backward exist, so those are not counted 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import linecache
 import math
+import multiprocessing
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -108,9 +113,13 @@ CASES: dict[str, Callable[[], tuple]] = {
 DEFAULT = ["conv32", "conv-full", "relu32", "dense"]
 
 
-def measure(case: str, where: bool | str = False) -> tuple[int, int, float, Any]:
+def measure(
+    case: str, where: bool | str = False, executor: Any = None
+) -> tuple[int, int, float, Any]:
     """``(peak bytes, layer bytes, seconds, report)`` of a default check of ``case``."""
     layer, x, opts = CASES[case]()
+    if executor is not None:
+        opts = {**opts, "executor": executor}
     base = layer_bytes(layer, x)
     tops: list[tuple[int, list[str]]] = []
     snap: list = []
@@ -190,21 +199,31 @@ def main() -> None:
     parser.add_argument("--snapshot", action="store_true", help="... and what it held")
     parser.add_argument("--save", metavar="NPZ", help="save each report's numbers")
     parser.add_argument("--compare", metavar="NPZ", help="compare with saved numbers")
+    parser.add_argument("--workers", type=int, metavar="N", help="on a process pool of N")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if args.workers:
+            spawn = multiprocessing.get_context("spawn")
+            executor = stack.enter_context(ProcessPoolExecutor(args.workers, mp_context=spawn))
+        _main(args, executor)
+
+
+def _main(args: argparse.Namespace, executor: Any) -> None:
     if args.time:
         for case in args.cases:
             best = math.inf
             for _ in range(args.time):
                 layer, x, opts = CASES[case]()
                 t0 = time.perf_counter()
-                check_layer(layer, x, **opts)
+                check_layer(layer, x, **opts, executor=executor)
                 best = min(best, time.perf_counter() - t0)
             print(f"{case:18s} {best:8.3f} s")
         return
     saved: dict[str, np.ndarray] = {}
     for case in args.cases:
         where = "snapshot" if args.snapshot else args.where
-        peak, base, elapsed, report = measure(case, where)
+        peak, base, elapsed, report = measure(case, where, executor)
         print(
             f"{case:10s} layer {base / 2**20:7.2f} MiB  peak {peak / 2**20:8.1f} MiB  "
             f"ratio {peak / base:5.1f}  {elapsed:6.2f} s  ok={report.ok} "

@@ -132,6 +132,7 @@ def test_subprocess_bad_target_exits_2_with_one_line(tmp_path: Path) -> None:
         (["layer", "/no/such/file.py:f"], "does not exist"),
         (["layer", "{file}:good", "--method", "magic"], "invalid choice: 'magic'"),
         (["layer", "{file}:good", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["layer", "{file}:good", "--workers", "0"], "--workers must be at least 1, got 0"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(
@@ -336,3 +337,21 @@ def test_function_command_reads_named_inputs_from_an_npz(tmp_path: Path, capsys)
     assert main([*base, f"{path}:affine_vjp", "--input", str(tmp_path / "wrong.npz")]) == 2
     err = capsys.readouterr().err
     assert "the function takes ['x', 'w', 'b']" in err and len(err.strip().splitlines()) == 1
+
+
+def test_workers_run_the_check_on_a_process_pool(tmp_path: Path, capsys) -> None:
+    """--workers N: the same verdicts (a pass, and a planted 1 % error in one element of dx
+    found where it is), and the Reproduce: line keeps the option."""
+    base = ["layer", "cnn_ref:Conv2D", "--arg", "in_channels=2", "--arg", "out_channels=3",
+            "--arg", "kernel_size=3", "--input-shape", "2,2,6,6", "--workers", "2"]  # fmt: skip
+    assert main(base) == 0
+    assert "PASS cnn_ref:Conv2D" in capsys.readouterr().out
+    planted = "property_tests.meta_tests._executor_layers:PlantedConv"
+    report = tmp_path / "r.json"
+    args = [base[0], planted, *base[2:], "--arg", "index=(1, 0, 2, 3)", "--arg", "rel=0.01"]
+    assert main([*args, "--coverage", "full", "--json", str(report)]) == 1
+    data = json.loads(report.read_text())
+    tx = next(t for t in data["tensors"] if t["name"] == "x")
+    assert tx["n_mismatched"] == 1 and tuple(tx["worst_index"]) == (1, 0, 2, 3)
+    assert "--workers 2" in data["reproduce"]
+    capsys.readouterr()

@@ -7,6 +7,7 @@ Thin wrappers over the private runner (:mod:`checks.engine.runner`), as chainer'
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ def check_layer(
     seed: int = 0,
     batch_axis: int = 0,
     precision: str = "auto",
+    executor: Executor | None = None,
 ) -> Report:
     """Check a layer's backward pass against finite differences of its forward pass.
 
@@ -62,6 +64,14 @@ def check_layer(
         (same outputs, no internal cast); backward still runs in the layer's dtype and keeps
         that dtype's tolerance for the analytic side. ``native`` perturbs and evaluates in the
         layer's own dtype. ``report.precision`` says which was used and why.
+    executor : concurrent.futures.Executor, optional
+        Where the forward calls of the numerical part run: ``None`` (this process, one
+        after the other), a ``ProcessPoolExecutor``, or ``dask.distributed``'s
+        ``Client.get_executor()`` to spread one large check over a cluster. The layer is
+        pickled once, before the first forward call, and rebuilt once per worker; the
+        verdicts are those of a serial check, the per-element numbers the same to rounding
+        (a worker may block its linear algebra differently). It pays for large layers only
+        (docs/limitations.md: "Executors").
 
     Returns
     -------
@@ -77,7 +87,9 @@ def check_layer(
         gradients of the wrong shape or dtype kind, produces NaN/Inf, changes its output shape
         under a perturbation, or raises.
     TypeError, ValueError
-        On bad arguments (naming the argument and the value received).
+        On bad arguments (naming the argument and the value received); ``TypeError`` also
+        when an ``executor`` is given and the layer cannot be pickled (naming the attribute
+        that cannot).
 
     Notes
     -----
@@ -119,7 +131,7 @@ def check_layer(
     """
     return runner.run_layer(
         layer, x, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol, seed=seed,
-        batch_axis=batch_axis, precision=precision,
+        batch_axis=batch_axis, precision=precision, executor=executor,
     )  # fmt: skip
 
 
@@ -135,6 +147,7 @@ def check_vjp(
     seed: int = 0,
     batch_axis: int = 0,
     precision: str = "auto",
+    executor: Executor | None = None,
 ) -> Report:
     """Check a vector-Jacobian product ``vjp`` against finite differences of ``f``.
 
@@ -147,9 +160,10 @@ def check_vjp(
         non-floating inputs, which are not checked).
     *inputs : ndarray
         Real floating inputs are checked, reported as ``"inputs[i]"``.
-    dy, method, coverage, rtol, atol, seed, batch_axis, precision
+    dy, method, coverage, rtol, atol, seed, batch_axis, precision, executor
         As in :func:`check_layer`. Inputs are packed along ``batch_axis`` only when they all
-        share its size there and the independence probe passes.
+        share its size there and the independence probe passes. With an ``executor``, ``f``
+        is pickled (a module-level function; ``vjp`` runs here).
 
     Returns
     -------
@@ -169,5 +183,5 @@ def check_vjp(
     """
     return runner.run_vjp(
         f, vjp, inputs, dy=dy, method=method, coverage_=coverage, rtol=rtol, atol=atol,
-        seed=seed, batch_axis=batch_axis, precision=precision,
+        seed=seed, batch_axis=batch_axis, precision=precision, executor=executor,
     )  # fmt: skip

@@ -194,6 +194,9 @@ _SHARED_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--html", {"metavar": "FILE", "default": None,
                 "help": "write a self-contained HTML page of the check (with the heatmap on a "
                 "mismatch)"}),
+    ("--workers", {"type": int, "metavar": "N", "default": None,
+                   "help": "run the forward calls on N worker processes (a process pool; pays "
+                   "for large layers only, see docs/limitations.md)"}),
     ("--debug", {"action": "store_true", "help": "show tracebacks"}),
 )  # fmt: skip
 
@@ -477,6 +480,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
         ("--atol", args.atol, None),
         ("--batch-axis", args.batch_axis, 0),
         ("--order", getattr(args, "order", 1), 1),
+        ("--workers", args.workers, None),
     ):
         if value != default:
             cmd += [flag, str(value)]
@@ -541,6 +545,8 @@ def _run_layer(args: argparse.Namespace) -> int:
         return check_layer(layer, x, **options)
 
     def counting(update: Callable[[int], None]) -> Any:
+        if args.workers:  # forward runs there: the layer must pickle without the counter
+            return contextlib.nullcontext()
         if isinstance(layer, ModuleTarget):
             return layer.counting(update)
         return _counting_forward(layer, update)
@@ -581,16 +587,19 @@ def _check_and_report(
     failure: Exception | None = None
     code = 0
     err_console = _console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed} forward calls"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # no stray blank line when stderr is a file
-    ) as progress:
+    with (
+        _pool(args.workers) as options["executor"],
+        Progress(
+            SpinnerColumn(),
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} forward calls"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,  # no stray blank line when stderr is a file
+        ) as progress,
+    ):
         task = progress.add_task(f"checking {args.target} {what}", total=None)
         started = time.perf_counter()
         with counting(lambda n: progress.update(task, completed=n)):
@@ -645,7 +654,8 @@ def _run_function(args: argparse.Namespace) -> int:
     counted.__signature__ = inspect.signature(f)  # type: ignore[attr-defined]
 
     def run(options: dict[str, Any]) -> Any:
-        return check_vjp(counted, vjp, *inputs, **options)
+        # (with workers, f runs there: sent as it is, not wrapped in the counter)
+        return check_vjp(f if args.workers else counted, vjp, *inputs, **options)
 
     @contextlib.contextmanager
     def counting(update: Callable[[int], None]) -> Iterator[None]:
@@ -654,6 +664,15 @@ def _run_function(args: argparse.Namespace) -> int:
 
     shapes = ", ".join(str(a.shape) for a in inputs)
     return _check_and_report(args, f"on inputs {shapes}", run, counting)
+
+
+def _pool(workers: int | None) -> Any:
+    """A process pool of ``workers`` (the platform's start method), or a null context."""
+    if not workers:
+        return contextlib.nullcontext()
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers)
 
 
 @contextlib.contextmanager
@@ -732,6 +751,8 @@ def _delegate(module: str, function: str) -> Callable[..., int]:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.command == "layer":
         return _run_layer(args)
     if args.command == "function":

@@ -11,6 +11,7 @@
 - :mod:`~checks.engine.coverage`: which elements are checked one by one, which by projection;
 - :mod:`~checks.engine.batching`: many perturbations per forward call along the batch axis;
 - :mod:`~checks.engine.grouping`: elements whose effects do not overlap share a forward call;
+- :mod:`~checks.engine.dispatch`: where the forward calls run (here, or on an executor);
 - :mod:`~checks.engine.kinks`: non-differentiable points and the subgradients accepted there.
 
 The engine uses the report layer (:mod:`checks.report`) and never a front door.

@@ -10,14 +10,15 @@ forward call per perturbation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from checks.engine import contract
 from checks.report.errors import LayerContractError
 
-__all__ = ["pack_copies", "probe_independence", "unpack_outputs"]
+__all__ = ["Copies", "pack_copies", "probe_independence", "unpack_outputs"]
 
 
 # outputs compared at once (float64 temporaries of this many elements)
@@ -180,3 +181,56 @@ def unpack_outputs(ybig: np.ndarray, copies: int, batch_axis: int) -> np.ndarray
     """``(copies, N, R)`` view of an output whose batch axis holds ``copies`` stacked batches."""
     y = np.moveaxis(ybig, batch_axis, 0)
     return y.reshape(copies, y.shape[0] // copies, -1)
+
+
+class Copies:
+    """Packed copies of the samples ``rows`` of tensor ``name``, built where the forward call
+    runs: an executor's worker builds them from its own copy of the tensor, so a call ships
+    positions and values, not the copies (:mod:`checks.engine.dispatch`).
+
+    Copy 0 is the unperturbed samples; then either one copy per spec ``(positions, values
+    (rows, len(positions)))`` (``specs``), or :func:`pack_copies`'s copies of ``stencil``
+    ``(positions, values (K, rows, P))``. ``xf``, the tensor as ``(N, S)`` with the batch
+    first, is the caller's (it is not pickled).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        batch_axis: int,
+        rows: slice,
+        dtype: np.dtype,
+        *,
+        specs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+        stencil: tuple[np.ndarray, np.ndarray] | None = None,
+        xf: np.ndarray | None = None,
+    ) -> None:
+        self.name, self.batch_axis, self.rows, self.dtype = name, batch_axis, rows, dtype
+        self.specs, self.stencil, self.xf = specs, stencil, xf
+        k_p = 0 if stencil is None else stencil[1].shape[0] * stencil[0].size
+        #: copies of the samples in the built input
+        self.copies = 1 + len(specs) + k_p
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "xf": None}
+
+    def nbytes(self, s: int) -> int:
+        """Bytes of the built input (``s`` elements per sample)."""
+        return self.copies * (self.rows.stop - self.rows.start) * s * np.dtype(self.dtype).itemsize
+
+    def build(self, tensor: np.ndarray) -> np.ndarray:
+        """The packed input, from ``tensor`` (the target's value of ``name``)."""
+        ba, rows = self.batch_axis, self.rows
+        xb = np.moveaxis(tensor, ba, 0)
+        if self.xf is not None:
+            xr = self.xf[rows]
+        else:
+            xr = xb[rows].reshape(rows.stop - rows.start, -1)
+        if self.stencil is not None:
+            big = pack_copies(xr, self.stencil[0], self.stencil[1], self.dtype)
+        else:
+            big = np.empty((self.copies, *xr.shape), dtype=self.dtype)
+            big[:] = xr[None]
+            for i, (pos_i, vals_i) in enumerate(self.specs):
+                big[1 + i][:, pos_i] = vals_i
+        return np.moveaxis(big.reshape((-1, *xb.shape[1:])), 0, ba)

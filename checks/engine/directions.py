@@ -17,13 +17,13 @@ from checks.engine import (
     finite_diff,
     tolerances,
 )
+from checks.engine.elements import sample_slices
 from checks.engine.evaluation import (
     FD_FIELDS,
     JUDGE_ARRAYS,
     Chunks,
     Ctx,
     check_out_shape,
-    sample_slices,
     scratch_bytes,
 )
 from checks.engine.streaming import Sums, complex_sums
@@ -52,7 +52,7 @@ def _directional_complex(
     """The complex step along ``v``; when the whole batch in complex numbers would not fit
     the scratch, a slice of the samples per call (the samples are independent: the sums over
     the slices are the sums over the batch): of a packed tensor, or of the input beside a
-    parameter stepped whole (:func:`~checks.engine.evaluation.sample_slices`)."""
+    parameter stepped whole (:func:`~checks.engine.elements.sample_slices`)."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_complex * scale / vmax
@@ -127,7 +127,12 @@ def directional_real(
 
     Memory: the stencil's outputs are reduced as they arrive, a pair of points at a time and
     in slices of the outputs (:class:`~checks.engine.streaming.Sums`); what is held at once
-    is one call's outputs in the layer's dtype, the step in float64 and slices."""
+    is one call's outputs in the layer's dtype, the step in float64 and slices.
+
+    Its calls run in this process also when the check has an executor: each input is a
+    whole perturbed tensor, which would travel (and be held here while in flight) where a
+    packed call sends positions and values, and the few calls of a direction gain little
+    from spreading."""
     tgt, t, vmax, scale, what = _direction_setup(ctx, name, v)
     av = float(np.vdot(g, v))
     tau = ctx.rule.h_central * scale / vmax / step_div

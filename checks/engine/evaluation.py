@@ -14,10 +14,9 @@ evaluated elements only until they are expanded.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,9 +27,11 @@ from checks.engine import (
     memory,
     tolerances,
 )
-from checks.engine.streaming import Sums, complex_sums
-from checks.engine.targets import Target, borrowing, fmt_index
+from checks.engine.dispatch import Call, Dispatcher
+from checks.engine.targets import Target
 from checks.report.errors import LayerContractError
+
+T = TypeVar("T")
 
 # elements of float64 scratch (outputs of packed copies) per reduction chunk
 CHUNK_ELEMENTS = 2**21
@@ -40,6 +41,9 @@ FD_FIELDS = ("value", "error", "magnitude", "left", "right", "left2", "right2",
 
 # elements evaluated one at a time are reduced in groups of this many
 ELEMENT_GROUP = 64
+
+# with an executor, at most this many one-element calls go to a worker as one task
+TASK_CALLS = 32
 
 
 @dataclass
@@ -66,6 +70,37 @@ class Ctx:
     budget: int = 0
     held: int = 0
     reports: dict[str, int] = field(default_factory=dict)  # bytes of each tensor's report
+    # where the forward calls of loops run (checks.engine.dispatch): here, unless an executor
+    calls: Dispatcher | None = None
+
+    def __post_init__(self) -> None:
+        if self.calls is None:
+            self.calls = Dispatcher(self.target)
+
+    @property
+    def remote_lanes(self) -> int:
+        """Forward calls an executor runs at once (0 without one)."""
+        assert self.calls is not None
+        return 0 if self.calls.local else self.calls.lanes
+
+    @property
+    def remote_depth(self) -> int:
+        """Forward calls in flight on an executor at once (0 without one)."""
+        assert self.calls is not None
+        return 0 if self.calls.local else self.calls.depth
+
+    @property
+    def local(self) -> bool:
+        """Every forward call runs in this process, on the target itself."""
+        assert self.calls is not None
+        return self.calls.local
+
+    def imap(
+        self, items: Iterable[tuple[Call, T]], per_task: int = 1
+    ) -> Iterator[tuple[np.ndarray, T]]:
+        """The outputs of independent forward calls, in order (:meth:`Dispatcher.imap`)."""
+        assert self.calls is not None
+        return self.calls.imap(items, per_task)
 
 
 # the least scratch a numerical evaluation gets when what the run holds already fills the
@@ -253,16 +288,23 @@ class Chunks:
     ``call``: bytes a forward call takes per copy of one sample (its input and two outputs,
     twice: the layer keeps its last call's until the next one ends). Packed: half the scratch
     goes to one call, half to the outputs kept for decoding; one by one (``s = 0``), a call
-    is one forward and the rest is kept."""
+    is one forward and the rest is kept. With an executor (``depth`` calls in flight, on
+    other processes) a call's share is what this process holds of the ``depth`` calls: each
+    one's outputs, and the same again pickled (their inputs are built where they run)."""
 
-    def __init__(self, scratch: int, s: int, r_out: int, isz: int, kind: str) -> None:
+    def __init__(
+        self, scratch: int, s: int, r_out: int, isz: int, kind: str, depth: int = 0
+    ) -> None:
         self.scratch = scratch
+        self.depth = depth  # 0: every call runs here
         self.packed = s > 0
         self.s, self.r_out = s, r_out
         self.call = self.call_bytes(isz)
         self.kept = _KEPT_BYTES["complex" if kind == "complex" else "real"] + 8 * self.packed
 
     def call_bytes(self, isz: int) -> int:
+        if self.depth:
+            return self.depth * 2 * self.r_out * isz
         return 2 * (self.s + 2 * self.r_out) * isz
 
     def copies_per_call(self, isz: int | None = None) -> int:
@@ -271,10 +313,21 @@ class Chunks:
         call = self.call if isz is None else self.call_bytes(isz)
         return max(2, (self.scratch // 2) // call)
 
+    def per_task(self, n_calls: int | None = None) -> int:
+        """One-element calls (``s = 0``) per executor task: their outputs in flight within a
+        quarter of the scratch, at most :data:`TASK_CALLS`, and with ``n_calls`` to make
+        enough tasks to keep every one in flight busy (1 serially, and for packed calls)."""
+        if not self.depth or self.packed:
+            return 1
+        k = max(1, min(TASK_CALLS, (self.scratch // 4) // self.call))
+        if n_calls is not None:
+            k = min(k, -(-n_calls // self.depth))
+        return max(1, k)
+
     def max_elements(self) -> int:
         """Output elements kept for decoding groups (for grouping.evaluate_groups): what the
         call and the decoding's temporaries for one sample leave."""
-        room = self.scratch // 2 if self.packed else self.scratch - self.call
+        room = self.scratch // 2 if self.packed else self.scratch - self.call * self.per_task()
         return max(self.r_out, (room - 8 * _DECODE_ROWS * self.r_out) // self.kept)
 
 
@@ -326,7 +379,8 @@ class _Packed:
         self.where[cols] = np.arange(cols.size)
         held = 8 * n * cols.size * len(self.fields) + (8 * JUDGE_ARRAYS * x.size if refining else 0)
         isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else x.dtype).itemsize
-        self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind)
+        self.chunks = Chunks(scratch_bytes(ctx, name, held), s, self.r_out, isz, kind,
+                             ctx.remote_depth)  # fmt: skip
         self.splits: dict[tuple[int, int, int, int], tuple[int, int]] = {}
         self.largest = 0  # bytes of the largest packed input
 
@@ -334,7 +388,8 @@ class _Packed:
         """Samples and units (specs, or positions of ``copies`` copies each) per packed
         call: a baseline and the copies of ``m_call`` samples within ``cpc`` copies of one
         sample, and within the element budget of a call; the fewest calls, then the most
-        samples per call."""
+        samples per call. With an executor, calls of about equal size in a multiple of its
+        lanes (where the units allow), so that no worker waits for the last one."""
         key = (m, units, copies, cpc)
         if key not in self.splits:
             r_out, s = self.r_out, self.s
@@ -345,17 +400,27 @@ class _Packed:
                 calls = -(-m // m_call) * -(-units // per)
                 if calls < best[0]:
                     best = (calls, m_call, per)
-            self.splits[key] = best[1:]
+            _, m_call, per = best
+            lanes = self.ctx.remote_lanes
+            if lanes > 1 and units > 0:  # more unit chunks, then more sample slices
+                row_calls, unit_calls = -(-m // m_call), -(-units // per)
+                wanted = -(-(row_calls * unit_calls) // lanes) * lanes
+                unit_calls = min(units, -(-wanted // row_calls))
+                row_calls = min(m, max(row_calls, -(-wanted // unit_calls)))
+                per, m_call = -(-units // unit_calls), -(-m // row_calls)
+            self.splits[key] = (m_call, per)
         return self.splits[key]
 
-    def call(self, big: np.ndarray, rows: slice, what: str) -> np.ndarray:
-        """Forward on packed copies ``big`` (copies, samples, positions) of the rows' samples;
-        the outputs unpacked to (copies, samples, outputs)."""
-        copies, m = big.shape[:2]
-        xin = np.moveaxis(big.reshape((copies * m, *self.xb.shape[1:])), 0, self.ba)
-        ybig = self.tgt.eval_packed(self.name, xin, copies, what, rows)
-        self.largest = max(self.largest, big.nbytes)
-        del xin
+    def call(self, copies: batching.Copies, what: str) -> Call:
+        """The forward call on packed ``copies`` of some samples (built where it runs: see
+        :class:`checks.engine.dispatch.Dispatcher`; :meth:`unpacked` for its outputs)."""
+        if self.ctx.local:  # the layer here keeps this call's arrays (see results)
+            self.largest = max(self.largest, copies.nbytes(self.s))
+        return Call("eval_packed", (self.name, copies, copies.copies, what, copies.rows))
+
+    def unpacked(self, ybig: np.ndarray, copies: int, m: int, what: str) -> np.ndarray:
+        """The outputs of a packed call of ``copies`` copies of ``m`` samples, as (copies,
+        samples, outputs)."""
         self.yb_shape[self.ba] = copies * m
         check_out_shape(self.ctx, ybig, tuple(self.yb_shape), what)
         return batching.unpack_outputs(ybig, copies, self.ba)
@@ -374,27 +439,36 @@ class _Packed:
         # one call per slice of samples: every copy's baseline is the same row, kept once
         one_call = c_all <= per_call
         bases = np.empty((m, self.r_out) if one_call else (c_all, m, self.r_out))
-        for j0 in range(0, m, m_call):
-            ms = min(m_call, m - j0)
-            sub = slice(r0 + j0, r0 + j0 + ms)
-            for c0 in range(0, c_all, per_call):
-                chunk = specs[c0 : c0 + per_call]
-                big = np.empty((1 + len(chunk), ms, self.s), dtype=dtype)
-                big[:] = self.xf[sub][None]
-                for i, (pos_i, vals_i) in enumerate(chunk):
-                    big[1 + i][:, pos_i] = vals_i[sub]
-                what = f"on {big.shape[0]} packed copies of {self.name} (grouped positions)"
-                y = self.call(big, sub, what)
-                del big
-                ys[c0 : c0 + len(chunk), j0 : j0 + ms] = y[1:]
-                if one_call:
-                    bases[j0 : j0 + ms] = y[0].real
-                else:
-                    bases[c0 : c0 + len(chunk), j0 : j0 + ms] = y[0].real
-                del y
+
+        def calls() -> Iterator[tuple[Call, tuple[int, int, int, int, str]]]:
+            for j0 in range(0, m, m_call):
+                ms = min(m_call, m - j0)
+                sub = slice(r0 + j0, r0 + j0 + ms)
+                for c0 in range(0, c_all, per_call):
+                    chunk = specs[c0 : c0 + per_call]
+                    what = f"on {1 + len(chunk)} packed copies of {self.name} (grouped positions)"
+                    yield self._specs_call(chunk, sub, dtype, what), (j0, ms, c0, len(chunk), what)
+
+        for ybig, (j0, ms, c0, n_c, what) in self.ctx.imap(calls()):
+            y = self.unpacked(ybig, 1 + n_c, ms, what)
+            del ybig
+            ys[c0 : c0 + n_c, j0 : j0 + ms] = y[1:]
+            if one_call:
+                bases[j0 : j0 + ms] = y[0].real
+            else:
+                bases[c0 : c0 + n_c, j0 : j0 + ms] = y[0].real
+            del y
         if one_call:
             return np.broadcast_to(bases, ys.shape), ys
         return bases, ys
+
+    def _specs_call(
+        self, chunk: Sequence[grouping.Spec], sub: slice, dtype: np.dtype, what: str
+    ) -> Call:
+        """The call on the unperturbed samples ``sub`` and a copy of them per spec."""
+        specs = [(pos_i, vals_i[sub]) for pos_i, vals_i in chunk]
+        return self.call(batching.Copies(self.name, self.ba, sub, dtype, specs=specs, xf=self.xf),
+                         what)  # fmt: skip
 
     def one_by_one(self, cols: np.ndarray) -> None:
         """Every position of ``cols`` perturbed alone, many positions per packed call."""
@@ -404,30 +478,38 @@ class _Packed:
         per_cs = self.chunks.call + _REDUCE_ROWS * self.r_out * (16 if kind == "complex" else 8)
         max_cs = max(1 + k, self.chunks.scratch // per_cs)
         m_sub, per_pos = self.split(self.n, cols.size, k, max_cs)
-        for start in range(0, cols.size, per_pos):
-            pos = cols[start : start + per_pos]
-            for m0 in range(0, self.n, m_sub):
-                rows = slice(m0, min(self.n, m0 + m_sub))
-                t = self.xf[rows, pos]
-                if kind == "complex":
-                    h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-                    vals = _complex_value(t, h, ctx.rule)[None]
-                    dtype = np.dtype(ctx.rule.complex_dtype)
-                    taken = None
-                else:
-                    h = finite_diff.step_sizes(t, ctx.rule.h_central)
-                    vals, taken = finite_diff.perturbed_values(t, h, stencil)
-                    dtype = self.x.dtype
-                big = batching.pack_copies(self.xf[rows], pos, vals, dtype)
-                what = f"on {big.shape[0]} packed copies of {self.name} ({pos.size} positions)"
-                y = self.call(big, rows, what)
-                del big
-                fd = self._combine(y, rows, t, h, taken)
-                del y
-                for f in self.fields:
-                    v = getattr(fd, f)
-                    if v is not None:
-                        self.out[f][rows, self.where[pos]] = v
+
+        def calls() -> Iterator[tuple[Call, tuple[Any, ...]]]:
+            for start in range(0, cols.size, per_pos):
+                pos = cols[start : start + per_pos]
+                for m0 in range(0, self.n, m_sub):
+                    rows = slice(m0, min(self.n, m0 + m_sub))
+                    t = self.xf[rows, pos]
+                    if kind == "complex":
+                        h = finite_diff.step_sizes(t, ctx.rule.h_complex)
+                        vals = _complex_value(t, h, ctx.rule)[None]
+                        dtype = np.dtype(ctx.rule.complex_dtype)
+                        taken = None
+                    else:
+                        h = finite_diff.step_sizes(t, ctx.rule.h_central)
+                        vals, taken = finite_diff.perturbed_values(t, h, stencil)
+                        dtype = self.x.dtype
+                    n_copies = 1 + vals.shape[0] * pos.size
+                    what = f"on {n_copies} packed copies of {self.name} ({pos.size} positions)"
+                    meta = (pos, rows, t, h, taken, n_copies, what)
+                    copies = batching.Copies(self.name, self.ba, rows, dtype, stencil=(pos, vals),
+                                             xf=self.xf)  # fmt: skip
+                    yield self.call(copies, what), meta
+
+        for ybig, (pos, rows, t, h, taken, copies, what) in ctx.imap(calls()):
+            y = self.unpacked(ybig, copies, rows.stop - rows.start, what)
+            del ybig
+            fd = self._combine(y, rows, t, h, taken)
+            del y
+            for f in self.fields:
+                v = getattr(fd, f)
+                if v is not None:
+                    self.out[f][rows, self.where[pos]] = v
 
     def _combine(
         self, y: np.ndarray, rows: slice, t: np.ndarray, h: np.ndarray, taken: Any
@@ -510,236 +592,3 @@ def _fd_packed(
                     pk.chunks.scratch // 32)  # fmt: skip
     pk.one_by_one(cols)
     return pk.results(compact)
-
-
-def _fd_elements(
-    ctx: Ctx,
-    name: str,
-    mask: np.ndarray,
-    kind: str,
-    compact: bool = False,
-    refining: bool = False,
-) -> dict[str, np.ndarray]:
-    """Numerical derivatives of the masked elements, one forward call per stencil point
-    (fields kept for the masked elements only; ``compact`` as in :func:`_fd_packed`)."""
-    tgt = ctx.target
-    t_all = tgt.value(name)
-    stencil = finite_diff.COMPLEX_STENCIL if kind == "complex" else finite_diff.REAL_STENCIL
-    k = len(stencil)
-    y0 = ctx.y0.reshape(1, -1)
-    dym = ctx.dy64.reshape(1, -1)
-    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
-    cols = np.flatnonzero(mask.reshape(-1))
-    out = {f: np.full((1, cols.size), np.nan) for f in fields}
-    where = np.full(t_all.size, -1, dtype=np.intp)
-    where[cols] = np.arange(cols.size)
-    held = 8 * cols.size * len(fields) + (8 * JUDGE_ARRAYS * t_all.size if refining else 0)
-    osz = 16 if kind == "complex" else 8
-    chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind)
-
-    def run(
-        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
-        for i, (pos_i, vals_i) in enumerate(specs):
-            idx = np.unravel_index(pos_i, t_all.shape)
-            what = f"while perturbing {pos_i.size} elements of {name} together"
-            y = tgt.eval_element(name, idx, vals_i[0], what)
-            check_out_shape(ctx, y, ctx.y_shape, what)
-            ys[i, 0] = y.reshape(-1)
-        return np.broadcast_to(y0, ys.shape), ys
-
-    call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
-    cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
-                    out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
-    left = np.zeros(t_all.size, dtype=bool)
-    left[cols] = True
-    idxs = np.argwhere(left.reshape(t_all.shape))
-    left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
-    per_group = max(1, min(ELEMENT_GROUP, CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
-    per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
-    per_group = max(1, min(per_group, chunks.scratch // per_el))
-    for start in range(0, len(idxs), per_group):
-        group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
-        t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
-        if kind == "complex":
-            h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-            vals = _complex_value(t, h, ctx.rule)[None]
-        else:
-            h = finite_diff.step_sizes(t, ctx.rule.h_central)
-            vals, taken = finite_diff.perturbed_values(t, h, stencil)
-        if per_el > chunks.scratch:
-            # one element's outputs do not fit the scratch: each reduced as it arrives
-            if kind == "complex":
-                fd = _streamed_complex(ctx, name, group, vals[0], h, t, chunks.scratch)
-            else:
-                fd = _streamed(ctx, name, group, vals, taken, kind)
-            _store(out, fields, fd, where[left_flat[start : start + per_group]])
-            continue
-        ys = np.empty(
-            (len(group), k, 1, y0.shape[1]),
-            dtype=np.complex128 if kind == "complex" else np.float64,
-        )
-        for j, idx in enumerate(group):
-            for q in range(k):
-                what = f"while perturbing {fmt_index(name, idx)}"
-                y = tgt.eval_element(name, idx, vals[q, j], what)
-                check_out_shape(ctx, y, ctx.y_shape, what)
-                ys[j, q, 0] = y.reshape(-1)
-        if kind == "complex":
-            im, ab, ore = reduce_outputs(ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random)
-            fd = finite_diff.combine_complex(
-                im[:, 0], ab[:, 0], h, ctx.rule.eps, ore[:, 0], t, forward_eps=ctx.rule.analytic_eps
-            )
-        else:
-            res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
-            r, mag, noise, typ = reduce_outputs(
-                ys, y0, dym, ctx.ybar, ctx.rule.eps, kind, ctx.dy_random, res
-            )
-            fd = finite_diff.combine_real(r[:, :, 0], taken, mag[:, :, 0], noise[:, :, 0],
-                                          method=kind, typical_num=typ[:, :, 0])  # fmt: skip
-        del ys
-        _store(out, fields, fd, where[left_flat[start : start + per_group]])
-    store = {f: v[0] for f, v in out.items()}
-    del out
-    if compact:  # every masked element (cols is now only those left after the groups)
-        n_masked = int(np.count_nonzero(where >= 0))
-        return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
-    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
-
-
-def _store(
-    out: dict[str, np.ndarray], fields: Sequence[str], fd: finite_diff.FDResult, dest: np.ndarray
-) -> None:
-    for f in fields:
-        v = getattr(fd, f)
-        if v is not None:
-            out[f][0, dest] = v
-
-
-def _streamed(
-    ctx: Ctx,
-    name: str,
-    group: list[tuple[int, ...]],
-    vals: np.ndarray,
-    taken: np.ndarray,
-    kind: str,
-) -> finite_diff.FDResult:
-    """Real differences of the elements ``group`` (stencil values ``vals`` (K, P)), each
-    stencil output reduced as it arrives (:class:`Sums`): what the one-by-one evaluation does
-    when one element's four outputs would not fit its scratch."""
-    res = finite_diff.forward_resolution(ctx.rule.h_central, ctx.rule.analytic_eps)
-    per = []
-    for j, idx in enumerate(group):
-        sums = Sums(ctx.y0, ctx.dy64, res, ybar=ctx.ybar, eps=ctx.rule.eps, dy_random=ctx.dy_random)
-        for q in range(vals.shape[0]):
-            what = f"while perturbing {fmt_index(name, idx)}"
-            with borrowing(ctx.target):
-                y = ctx.target.eval_element(name, idx, vals[q, j], what)
-            check_out_shape(ctx, y, ctx.y_shape, what)
-            sums.add(y, borrowed=True)
-            del y
-        per.append(sums)
-    return finite_diff.combine_real(
-        np.array([s.r for s in per]).T, taken, np.array([s.mags for s in per]).T,
-        np.array([s.noise for s in per]).T, method=kind,
-        typical_num=np.array([s.typical for s in per]).T,
-    )  # fmt: skip
-
-
-def sample_slices(
-    ctx: Ctx, name: str, scratch: int
-) -> list[tuple[slice | None, tuple[int, ...], np.ndarray]]:
-    """How a complex call perturbing parameter ``name`` is cut along the samples: ``(rows,
-    output shape, dy of those samples)`` per call -- one call on the whole batch (``rows``
-    None), unless the input is packed (its samples independent), the target can slice it, and
-    the batch in complex numbers would not fit ``scratch``."""
-    tgt, ba = ctx.target, ctx.batch_axis
-    n = ctx.y_shape[ba] if len(ctx.y_shape) > ba else 1
-    whole: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = [(None, ctx.y_shape, ctx.dy64)]
-    if name == "x" or "x" not in ctx.packed or not tgt.slices_samples or n < 2:
-        return whole
-    xs = tgt.value("x").size // n
-    m = Chunks(scratch, xs, math.prod(ctx.y_shape) // n, 16, "complex").copies_per_call()
-    if m >= n:
-        return whole
-    out: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = []
-    for i in range(0, n, m):
-        rows = slice(i, min(i + m, n))
-        shape = list(ctx.y_shape)
-        shape[ba] = rows.stop - rows.start
-        at = (slice(None),) * ba + (rows,)
-        out.append((rows, tuple(shape), np.ascontiguousarray(ctx.dy64[at])))
-    return out
-
-
-def _streamed_complex(
-    ctx: Ctx,
-    name: str,
-    group: list[tuple[int, ...]],
-    vals: np.ndarray,
-    h: np.ndarray,
-    t: np.ndarray,
-    scratch: int,
-) -> finite_diff.FDResult:
-    """The complex step of the elements ``group`` (complex values ``vals``), each output
-    reduced in slices as it arrives (as :func:`reduce_outputs`), not copied; when the input
-    is packed (its samples independent) and a complex call on the whole batch would not fit
-    ``scratch``, forward runs on slices of the samples and the sums add up over them."""
-    tgt = ctx.target
-    sums = np.zeros((3, len(group)))
-    for j, idx in enumerate(group):
-        what = f"while perturbing {fmt_index(name, idx)}"
-        for rows, y_shape, dy in sample_slices(ctx, name, scratch):
-            with tgt.samples(rows, ctx.batch_axis) if rows else nullcontext(), borrowing(tgt):
-                y = tgt.eval_element(name, idx, vals[j], what)
-            check_out_shape(ctx, y, y_shape, what)
-            sums[:, j] += complex_sums(y, dy)
-            del y
-    return finite_diff.combine_complex(
-        sums[0], sums[1], h, ctx.rule.eps, sums[2], t, forward_eps=ctx.rule.analytic_eps
-    )
-
-
-def finite_differences(
-    ctx: Ctx,
-    name: str,
-    mask: np.ndarray,
-    kind: str,
-    compact: bool = False,
-    refining: bool = False,
-) -> dict[str, np.ndarray]:
-    if name in ctx.packed:
-        out = _fd_packed(ctx, name, mask, kind, compact, refining)
-    else:
-        out = _fd_elements(ctx, name, mask, kind, compact, refining)
-    if kind != "complex":
-        _unresolved(ctx, name, out, mask if compact else None)
-    return out
-
-
-def _unresolved(
-    ctx: Ctx, name: str, out: dict[str, np.ndarray], mask: np.ndarray | None = None
-) -> None:
-    """Where no output moved at all, the derivative is only known to be below the outputs'
-    quantum: set the error estimate to ``eps * sum_j |dy_j y_j| / h`` over every output the
-    element could reach (its sample when packed, else all), since the footprint is unseen.
-    ``mask``: ``out`` holds the masked elements only (``finite_differences``'s ``compact``)."""
-    still = (out["magnitude"] == 0) & (out["value"] == 0)
-    if not still.any():
-        return
-    t = ctx.target.value(name)
-    w = np.abs(ctx.dy64 * ctx.y0)
-    if name in ctx.packed:
-        ba = ctx.batch_axis
-        per_sample = np.moveaxis(w, ba, 0).reshape(w.shape[ba], -1).sum(axis=1)
-        shape = [1] * t.ndim
-        shape[ba] = -1
-        q = per_sample.reshape(shape)
-    else:
-        q = np.array(w.sum())
-    if mask is not None:
-        t, q = t[mask], np.broadcast_to(q, t.shape)[mask]
-    h = finite_diff.step_sizes(t, ctx.rule.h_central)
-    bound = ctx.rule.eps * q / h
-    out["error"] = np.where(still, np.maximum(out["error"], bound), out["error"])

@@ -18,7 +18,8 @@ from checks.engine import (
     tolerances,
 )
 from checks.engine.directions import complex_refused, directional, directional_real
-from checks.engine.evaluation import Ctx, finite_differences
+from checks.engine.elements import finite_differences
+from checks.engine.evaluation import Ctx
 from checks.engine.finite_diff import FDResult
 from checks.report import TensorReport, order_with_ties
 from checks.report.errors import GradcheckError

@@ -29,6 +29,7 @@ from checks.engine import (
 )
 from checks.engine import precision as precision_probe
 from checks.engine.directions import complex_ok
+from checks.engine.dispatch import Dispatcher
 from checks.engine.evaluation import CHUNK_ELEMENTS, Chunks, Ctx, account_memory, scratch_bytes
 from checks.engine.judgement import check_tensor, reads_nothing
 from checks.engine.targets import LayerTarget, Target, VjpTarget, borrowing, fmt_index
@@ -94,9 +95,20 @@ def _repeat_problem(
 
 
 def _validate_common(
-    method: str, coverage_: str, seed: Any, rtol: Any, atol: Any, precision: Any = "auto"
+    method: str,
+    coverage_: str,
+    seed: Any,
+    rtol: Any,
+    atol: Any,
+    precision: Any = "auto",
+    executor: Any = None,
 ) -> tuple[float | None, float | None]:
     """Check the shared arguments; return ``(rtol, atol)`` as Python floats (or ``None``)."""
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "executor must be None or a concurrent.futures.Executor (anything with "
+            f"submit(fn, *args) -> Future), got {type(executor).__name__}"
+        )
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if method not in METHODS:
@@ -429,8 +441,10 @@ def _run(
     seed: int,
     batch_axis: int,
     precision: str = "auto",
+    executor: Any = None,
 ) -> Report:
     t_start = time.perf_counter()
+    calls = Dispatcher(target, executor)  # pickles the layer now: before any forward call
     rng = np.random.default_rng(seed)
     report = Report(
         method=method, coverage=coverage_, seed=int(seed), layer_name=target.layer_name,
@@ -449,9 +463,10 @@ def _run(
         target=target, dy=an.dy, dy64=_exact_in_float64(an.dy),
         dy_random=an.dy_random, y0=y_num, y_shape=an.y.shape,
         ybar=float(np.mean(np.abs(y_num))) if an.y.size else 0.0, rule=rule,
-        rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes,
+        rng=rng, batch_axis=batch_axis, rtol=rtol, atol=atol, dtypes=dtypes, calls=calls,
     )  # fmt: skip
     account_memory(ctx, watched, an.grads, an.y)
+    ctx.held += calls.payload_bytes()  # in flight with the first tasks on an executor
     try:
         _numerical(ctx, an.grads, method, coverage_, rng, report)
     except LayerContractError as exc:
@@ -459,7 +474,9 @@ def _run(
     finally:
         report.n_evals = target.n_evals
         mutated_promoted = target.demote() if rule.analytic_eps is not None else []
-    return _finish(report, ctx, contract.mutated(before, watched) + mutated_promoted, t_start)
+    changed = contract.mutated(before, watched) + mutated_promoted
+    changed += [n for n in calls.mutated if n not in changed]  # seen by an executor's workers
+    return _finish(report, ctx, changed, t_start)
 
 
 def run_layer(
@@ -474,6 +491,7 @@ def run_layer(
     seed: int,
     batch_axis: int,
     precision: str = "auto",
+    executor: Any = None,
 ) -> Report:
     """Check ``layer`` at ``x`` (see :func:`checks.check_layer`)."""
     for attr in ("forward", "backward"):
@@ -491,12 +509,12 @@ def run_layer(
             )
     _validate_array("x", x)
     _require_elements("x", x)
-    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision, executor)
     ba = _batch_axis(batch_axis, x.ndim)
     with contract.restored_params(params):
         return _run(LayerTarget(layer, x), dy=dy, method=method, coverage_=coverage_,
                     rtol=rtol, atol=atol, seed=seed, batch_axis=ba,
-                    precision=precision)  # fmt: skip
+                    precision=precision, executor=executor)  # fmt: skip
 
 
 def _batch_axis(batch_axis: Any, ndim: int) -> int:
@@ -522,6 +540,7 @@ def run_vjp(
     seed: int,
     batch_axis: int,
     precision: str = "auto",
+    executor: Any = None,
 ) -> Report:
     """Check ``vjp`` against ``f`` (see :func:`checks.check_vjp`)."""
     if not callable(f) or not callable(vjp):
@@ -538,7 +557,7 @@ def run_vjp(
         arrays.append(a)
     if not any(a.dtype.kind == "f" for a in arrays):
         raise TypeError("check_vjp needs at least one real floating input")
-    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision)
+    rtol, atol = _validate_common(method, coverage_, seed, rtol, atol, precision, executor)
     target = VjpTarget(f, vjp, arrays)
     first = next(a for a in arrays if a.dtype.kind == "f")
     ba = _batch_axis(batch_axis, first.ndim)
@@ -555,4 +574,4 @@ def run_vjp(
         if [n for n in batched if target.value(n).shape[ba] == n0] == batched[:1]:
             target.packable = {batched[0]}
     return _run(target, dy=dy, method=method, coverage_=coverage_, rtol=rtol, atol=atol,
-                seed=seed, batch_axis=ba, precision=precision)  # fmt: skip
+                seed=seed, batch_axis=ba, precision=precision, executor=executor)  # fmt: skip

@@ -133,6 +133,26 @@ class Target:
         that forward changed meanwhile (a contract breach the caller's arrays cannot show)."""
         raise NotImplementedError
 
+    # an executor's worker rebuilds the target from what is shipped (pickled once, before
+    # the first forward call) and the working state (see checks.engine.dispatch)
+    def shipped(self) -> Any:
+        """The object a worker needs besides the arrays: the layer, or ``f``."""
+        raise NotImplementedError
+
+    def worker_state(self) -> dict[str, Any]:
+        """The working copies (and what else forward calls read), as they are now."""
+        raise NotImplementedError
+
+    def exposed(self, method: str) -> list[str]:
+        """The :meth:`watched` tensors a call of ``method`` hands to the layer (those it
+        could change)."""
+        return list(self.watched())
+
+    @classmethod
+    def rebuilt(cls, shipped: Any, state: dict[str, Any]) -> Target:
+        """A target in a worker: ``shipped`` with the parent's working ``state``."""
+        raise NotImplementedError
+
 
 class LayerTarget(Target):
     """A layer: the input ``x`` and every parameter, under names that cannot clash
@@ -257,6 +277,28 @@ class LayerTarget(Target):
         # what demote compares (a digest: a float64 copy of every tensor would double them)
         self._promoted = contract.fingerprint(self._tensors())
 
+    def shipped(self) -> Any:
+        return self.layer
+
+    def worker_state(self) -> dict[str, Any]:
+        return {"tensors": self._tensors()}
+
+    def exposed(self, method: str) -> list[str]:
+        # a packed call's x is a fresh array: forward sees the parameters only
+        return list(self.key) if method == "eval_packed" else self.names
+
+    @classmethod
+    def rebuilt(cls, shipped: Any, state: dict[str, Any]) -> LayerTarget:
+        tensors = state["tensors"]
+        tgt = cls(shipped, tensors["x"])
+        for name, k in tgt.key.items():
+            v, cur = tensors[name], tgt.params[k]
+            if isinstance(cur, np.ndarray) and (cur.dtype, cur.shape) == (v.dtype, v.shape):
+                np.copyto(cur, v)  # the layer's own array (other attributes may share it)
+            else:  # promoted to float64 by the parent (promote rebinds the entry)
+                tgt.params[k] = v
+        return tgt
+
     def demote(self) -> list[str]:
         now = self._tensors()
         changed = contract.mutated(self._promoted, now)
@@ -359,6 +401,19 @@ class VjpTarget(Target):
         self.work = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in self._native_work]
         self._complex_copy = {}
         self._promoted = contract.fingerprint(self._by_name(self.work))
+
+    def shipped(self) -> Any:
+        return self.f
+
+    def worker_state(self) -> dict[str, Any]:
+        return {"work": self.work, "batch_axis": self.batch_axis}
+
+    @classmethod
+    def rebuilt(cls, shipped: Any, state: dict[str, Any]) -> VjpTarget:
+        tgt = cls(shipped, shipped, state["work"])  # a worker never runs the vjp
+        tgt.inputs = tgt.work
+        tgt.batch_axis = state["batch_axis"]
+        return tgt
 
     def demote(self) -> list[str]:
         changed = contract.mutated(self._promoted, self._by_name(self.work))

@@ -19,7 +19,7 @@ import pytest
 
 import cnn_ref
 from checks import GradientMismatchError, check_layer, check_vjp
-from checks.engine import evaluation, memory, targets
+from checks.engine import elements, evaluation, memory, targets
 
 
 def _tensor_bytes(layer: Any, x: np.ndarray) -> int:
@@ -133,20 +133,20 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
     monkeypatch, method, points, size, spied
 ):
     """Below the scratch one element's stencil outputs need (with the reductions'
-    temporaries), each output is reduced as it arrives (``evaluation._streamed``; a complex
+    temporaries), each output is reduced as it arrives (``elements._streamed``; a complex
     step on slices of the samples, as x is packed): the same
     derivatives, error estimates and verdicts, to rounding (slices are summed in another
     order), and a planted error in one kernel element still caught there."""
     layer = cnn_ref.Conv2D(4, 6, 3, activation="tanh", seed=1)
     x = np.random.default_rng(1).standard_normal((6, 4, 16, 16))
     streamed = []
-    original = getattr(evaluation, spied)
+    original = getattr(elements, spied)
 
     def spy(*args: Any, **kw: Any) -> Any:
         streamed.append(len(args[2]))
         return original(*args, **kw)
 
-    monkeypatch.setattr(evaluation, spied, spy)
+    monkeypatch.setattr(elements, spied, spy)
     sliced = _spy_samples(monkeypatch)
     per_element = points * x.shape[0] * 6 * 14 * 14 * size * (1 + evaluation._REDUCE_ROWS)
     _squeeze(monkeypatch, per_element + (64 << 10))  # one element fits
