@@ -161,6 +161,55 @@ _MIN_GROUPED = 8
 _CALL_OVERHEAD = 1000.0
 
 
+def _grouping_key(
+    ctx: Ctx,
+    name: str,
+    run: grouping.RunFn,
+    tf: np.ndarray,
+    shape: tuple[int, ...],
+    kind: str,
+    r_out: int,
+    how: str,
+    copy_cost: float,
+    max_elements: int,
+) -> str:
+    """The grouping of ``name`` that passed its trial for ``kind`` ("" when none did), tried
+    once per run and kept in ``ctx.groupings`` (the coverage plan may ask first, see
+    :func:`trial_groups`; the evaluation then reuses the answer)."""
+    key = ctx.groupings.get(f"{name}/{kind}")
+    if key is not None:
+        return key
+    key = ""
+    if how == "lattice" and len(shape) >= 1:
+        p = grouping.try_periods(
+            run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
+            max_elements, r_out,
+        )  # fmt: skip
+        key = f"lattice period {p}" if p else ""
+    elif (
+        how == "axis0"
+        and len(shape) >= 1
+        and grouping.worth_grouping(shape[0], kind, copy_cost)
+        and grouping.copies(shape[0], kind) * r_out <= max_elements
+    ):
+        trial = grouping.axis0_groups(shape)[0]
+        overlap = grouping.trial_overlaps(
+            run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
+        )
+        key = "" if overlap else "grouped along axis 0"
+    ctx.groupings[f"{name}/{kind}"] = key
+    return key
+
+
+def _groups_of(key: str, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """The groups of a grouping key of :func:`_grouping_key` (none for "")."""
+    if not key:
+        return []
+    if key.startswith("lattice"):
+        return grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
+    return grouping.axis0_groups(tuple(shape))
+
+
 def _grouped(
     ctx: Ctx,
     name: str,
@@ -180,41 +229,21 @@ def _grouped(
     (shape (M, S), or (M, S') at the columns ``where`` of the positions) and return the
     positions left for one-by-one evaluation. ``copy_cost``: input elements one copy pushes
     through forward (plus call overhead); ``max_elements``: outputs held at once (a grouping
-    whose copies of one sample exceed it is not tried)."""
+    whose copies of one sample exceed it is not tried). A group of which ``cols`` holds too
+    few members to be worth its code probes (a sample scattered over many groups, the
+    suspects of a localization) is left to the one-by-one evaluation."""
     if cols.size < _MIN_GROUPED:
         return cols
     r_out = dym.shape[1]
-    key = ctx.groupings.get(f"{name}/{kind}")
-    if key is None:
-        key = ""
-        if how == "lattice" and len(shape) >= 1:
-            p = grouping.try_periods(
-                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
-                max_elements, r_out,
-            )  # fmt: skip
-            key = f"lattice period {p}" if p else ""
-        elif (
-            how == "axis0"
-            and len(shape) >= 1
-            and grouping.worth_grouping(shape[0], kind, copy_cost)
-            and grouping.copies(shape[0], kind) * r_out <= max_elements
-        ):
-            trial = grouping.axis0_groups(shape)[0]
-            overlap = grouping.trial_overlaps(
-                run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
-            )
-            key = "" if overlap else "grouped along axis 0"
-        ctx.groupings[f"{name}/{kind}"] = key
+    key = _grouping_key(ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements)
     if not key:
         return cols
-    if key.startswith("lattice"):
-        groups = grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
-    else:
-        groups = grouping.axis0_groups(tuple(shape))
     wanted = np.zeros(tf.shape[1], dtype=bool)
     wanted[cols] = True
-    groups = [g[wanted[g]] for g in groups]
-    groups = [g for g in groups if g.size]
+    groups = [g[wanted[g]] for g in _groups_of(key, shape)]
+    groups = [g for g in groups if grouping.worth_grouping(g.size, kind, copy_cost)]
+    if not groups:
+        return cols
     _, failed = grouping.evaluate_groups(
         run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
         out=out, where=where,
@@ -225,6 +254,37 @@ def _grouped(
         done[g] = True
     done[failed] = False
     return np.flatnonzero(wanted & ~done)
+
+
+def trial_groups(ctx: Ctx, name: str, kind: str) -> list[np.ndarray] | None:
+    """The groups of disjoint footprints in which ``kind``'s evaluation of ``name`` would
+    take its elements -- positions within a sample when ``name`` is packed along the batch
+    axis (every group then spans every sample), flat indices otherwise -- or ``None`` when
+    no grouping passes its trial. The trial runs here (forward calls, counted) and its
+    answer is kept for the evaluation, which then does not run it again; the scratch is
+    sized as for checking every element (the most the evaluation will hold), so that a
+    grouping found here fits there."""
+    t = ctx.target.value(name)
+    if t.size < _MIN_GROUPED:
+        return None
+    if name in ctx.packed:
+        pk = _Packed(ctx, name, np.zeros(t.shape, dtype=bool), kind, compact=True, refining=False)
+        isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else t.dtype).itemsize
+        held = 8 * pk.n * pk.s * len(pk.fields)
+        pk.chunks = Chunks(scratch_bytes(ctx, name, held), pk.s, pk.r_out, isz, kind)
+        shape = tuple(pk.xb.shape[1:])
+        key = _grouping_key(ctx, name, pk.run, pk.xf, shape, kind, pk.r_out, "lattice",
+                            pk.xf.size, pk.chunks.max_elements())  # fmt: skip
+    else:
+        fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+        osz = 16 if kind == "complex" else 8
+        r_out = math.prod(ctx.y_shape)
+        chunks = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), 0, r_out, osz, kind)
+        shape = tuple(t.shape)
+        run = _element_run(ctx, name)
+        key = _grouping_key(ctx, name, run, t.reshape(1, -1), shape, kind, r_out, "axis0",
+                            _element_call_cost(ctx), chunks.max_elements())  # fmt: skip
+    return _groups_of(key, shape) or None
 
 
 # memory (see checks.engine.memory): bytes per output element of a copy kept for decoding a group
@@ -505,6 +565,34 @@ def _fd_packed(
     return pk.results(compact)
 
 
+def _element_call_cost(ctx: Ctx) -> float:
+    """What one forward call on the whole input costs, in input elements pushed through it."""
+    tgt = ctx.target
+    return _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
+
+
+def _element_run(ctx: Ctx, name: str) -> grouping.RunFn:
+    """A :data:`checks.engine.grouping.RunFn` for a tensor that is not packed: one forward
+    call per spec, the tensor's elements perturbed in place."""
+    tgt = ctx.target
+    t_all = tgt.value(name)
+    y0 = ctx.y0.reshape(1, -1)
+
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
+        for i, (pos_i, vals_i) in enumerate(specs):
+            idx = np.unravel_index(pos_i, t_all.shape)
+            what = f"while perturbing {pos_i.size} elements of {name} together"
+            y = tgt.eval_element(name, idx, vals_i[0], what)
+            check_out_shape(ctx, y, ctx.y_shape, what)
+            ys[i, 0] = y.reshape(-1)
+        return np.broadcast_to(y0, ys.shape), ys
+
+    return run
+
+
 def _fd_elements(
     ctx: Ctx,
     name: str,
@@ -530,19 +618,8 @@ def _fd_elements(
     osz = 16 if kind == "complex" else 8
     chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind)
 
-    def run(
-        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
-        for i, (pos_i, vals_i) in enumerate(specs):
-            idx = np.unravel_index(pos_i, t_all.shape)
-            what = f"while perturbing {pos_i.size} elements of {name} together"
-            y = tgt.eval_element(name, idx, vals_i[0], what)
-            check_out_shape(ctx, y, ctx.y_shape, what)
-            ys[i, 0] = y.reshape(-1)
-        return np.broadcast_to(y0, ys.shape), ys
-
-    call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
+    run = _element_run(ctx, name)
+    call_cost = _element_call_cost(ctx)
     cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
                     out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)
