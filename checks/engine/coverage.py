@@ -146,6 +146,7 @@ def tensor_cost(
     copy_calls: float,
     call_work: float,
     groups: Sequence[np.ndarray] | None = None,
+    whole_grouped: bool = True,
 ) -> TensorCost:
     """The cost of checking every element of a tensor, unit by unit.
 
@@ -168,6 +169,9 @@ def tensor_cost(
         probes and stencil once (:func:`checks.engine.grouping.copies`), or its members one
         by one where that is cheaper (:func:`checks.engine.grouping.worth_grouping`, as the
         evaluation decides).
+    whole_grouped : bool
+        Whether a check of every element evaluates the groups as groups (their copies fit
+        its scratch); if not, its cost is that of one by one, and only samples are grouped.
     """
     real_copy = copy_elements + copy_calls * call_work
     cplx_copy = COMPLEX_WORK * copy_elements + copy_calls * call_work
@@ -188,8 +192,10 @@ def tensor_cost(
             work[i] += grouping.GROUP_OVERHEAD
         else:
             work[i], calls[i] = g.size * single, g.size * single_calls
-    return TensorCost(name, tuple(shape), group_axis, float(work.sum()), float(calls.sum()),
-                      list(groups), work, calls)  # fmt: skip
+    full = (float(work.sum()), float(calls.sum()))
+    if not whole_grouped:
+        full = (n_cols * single, n_cols * single_calls)
+    return TensorCost(name, tuple(shape), group_axis, *full, list(groups), work, calls)
 
 
 def n_projections(n: int, resolution: float, q: float = TARGET_MISS_PROBABILITY) -> int:

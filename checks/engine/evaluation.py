@@ -242,7 +242,9 @@ def _grouped(
     wanted[cols] = True
     groups = [g[wanted[g]] for g in _groups_of(key, shape)]
     groups = [g for g in groups if grouping.worth_grouping(g.size, kind, copy_cost)]
-    if not groups:
+    # a grouping the coverage plan found with less of the scratch held than this
+    # evaluation holds may not fit here: then one by one (the plan costed it so)
+    if not groups or not _affordable(max(g.size for g in groups), kind, r_out, max_elements):
         return cols
     _, failed = grouping.evaluate_groups(
         run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
@@ -256,35 +258,45 @@ def _grouped(
     return np.flatnonzero(wanted & ~done)
 
 
-def trial_groups(ctx: Ctx, name: str, kind: str) -> list[np.ndarray] | None:
+def trial_groups(ctx: Ctx, name: str, kind: str) -> tuple[list[np.ndarray], bool]:
     """The groups of disjoint footprints in which ``kind``'s evaluation of ``name`` would
     take its elements -- positions within a sample when ``name`` is packed along the batch
-    axis (every group then spans every sample), flat indices otherwise -- or ``None`` when
-    no grouping passes its trial. The trial runs here (forward calls, counted) and its
-    answer is kept for the evaluation, which then does not run it again; the scratch is
-    sized as for checking every element (the most the evaluation will hold), so that a
-    grouping found here fits there."""
+    axis (every group then spans every sample), flat indices otherwise -- and whether their
+    copies fit the scratch of a check of every element.
+
+    The trial runs here (forward calls, counted) and its answer is kept for the evaluation,
+    which does not run it again. It is tried with the scratch of a small sample (no result
+    fields held): a check of every element holds more, and :func:`_grouped` evaluates one
+    by one what the scratch it has cannot decode (the second value says whether that will
+    be the case). No groups: no grouping passed its trial.
+    """
     t = ctx.target.value(name)
     if t.size < _MIN_GROUPED:
-        return None
+        return [], False
+    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
     if name in ctx.packed:
         pk = _Packed(ctx, name, np.zeros(t.shape, dtype=bool), kind, compact=True, refining=False)
         isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else t.dtype).itemsize
-        held = 8 * pk.n * pk.s * len(pk.fields)
-        pk.chunks = Chunks(scratch_bytes(ctx, name, held), pk.s, pk.r_out, isz, kind)
-        shape = tuple(pk.xb.shape[1:])
-        key = _grouping_key(ctx, name, pk.run, pk.xf, shape, kind, pk.r_out, "lattice",
+        r_out, shape = pk.r_out, tuple(pk.xb.shape[1:])
+        whole = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), pk.s, r_out, isz, kind)
+        key = _grouping_key(ctx, name, pk.run, pk.xf, shape, kind, r_out, "lattice",
                             pk.xf.size, pk.chunks.max_elements())  # fmt: skip
     else:
-        fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
         osz = 16 if kind == "complex" else 8
-        r_out = math.prod(ctx.y_shape)
-        chunks = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), 0, r_out, osz, kind)
-        shape = tuple(t.shape)
+        r_out, shape = math.prod(ctx.y_shape), tuple(t.shape)
+        whole = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), 0, r_out, osz, kind)
+        sample = Chunks(scratch_bytes(ctx, name), 0, r_out, osz, kind)
         run = _element_run(ctx, name)
         key = _grouping_key(ctx, name, run, t.reshape(1, -1), shape, kind, r_out, "axis0",
-                            _element_call_cost(ctx), chunks.max_elements())  # fmt: skip
-    return _groups_of(key, shape) or None
+                            _element_call_cost(ctx), sample.max_elements())  # fmt: skip
+    groups = _groups_of(key, shape)
+    largest = max((g.size for g in groups), default=0)
+    return groups, bool(groups) and _affordable(largest, kind, r_out, whole.max_elements())
+
+
+def _affordable(g: int, kind: str, r_out: int, max_elements: int) -> bool:
+    """Whether the copies of one sample of a group of ``g`` fit ``max_elements`` outputs."""
+    return grouping.copies(g, kind) * r_out <= max_elements
 
 
 # memory (see checks.engine.memory): bytes per output element of a copy kept for decoding a group

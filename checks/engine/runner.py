@@ -329,9 +329,10 @@ def _plan(
     res = {}
     for name in target.names:
         t = target.value(name)
-        groups = None
+        groups: list[np.ndarray] = []
+        whole = False
         if coverage_ in ("auto", "sampled"):
-            groups = trial_groups(ctx, name, kinds[name])
+            groups, whole = trial_groups(ctx, name, kinds[name])
         if name in ctx.packed:
             # a copy perturbs one position of every sample: the tensor and the output once,
             # in packed calls of up to CHUNK_ELEMENTS that read the other inputs once each
@@ -341,7 +342,7 @@ def _plan(
         else:  # a copy is a forward on the whole input
             elements, calls, per_call, group = f_in + f_out, 1.0, coverage.CALL_OVERHEAD, None
         costs.append(coverage.tensor_cost(name, tuple(t.shape), kinds[name], group, elements,
-                                          calls, per_call, groups))  # fmt: skip
+                                          calls, per_call, groups, whole))  # fmt: skip
         res[name] = rule.safety * (rule.eps if kinds[name] == "complex"
                                    else rule.eps / rule.h_central)  # fmt: skip
     budget = coverage.work_budget(f_in + f_out + coverage.CALL_OVERHEAD)
