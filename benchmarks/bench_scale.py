@@ -61,8 +61,8 @@ class Problem(NamedTuple):
 
 ISSUE = Problem(16, 32, (8, 16, 32, 32))
 ISSUE_SMOKE = Problem(2, 3, (2, 2, 6, 6))
-#: (N, H) of x (N, 4, H, H): 552, 4904, 50472, 248104 and 1048872 checked elements
-GROWTH = {"552": (1, 8), "4.9k": (2, 24), "50k": (4, 56), "248k": (8, 88), "1M": (16, 128)}
+#: (N, H) of x (N, 4, H, H): 552, 4904, 50472, 131368 and 1048872 checked elements
+GROWTH = {"552": (1, 8), "4.9k": (2, 24), "50k": (4, 56), "131k": (8, 64), "1M": (16, 128)}
 #: the relative error planted in one gradient element
 PLANTED = 1e-3
 
