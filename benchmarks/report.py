@@ -261,6 +261,97 @@ def bug_rows(benches: Sequence[dict[str, Any]]) -> list[BugRow]:
 
 
 @dataclass(frozen=True)
+class ScaleRow:
+    """A row of ``bench_scale``: the issue-12 layer's checks and gradcheck's fast mode, or
+    one size of the cost-growth table."""
+
+    case: str  # issue12 | growth
+    case_label: str
+    tool: str
+    mode: str  # default, dx-bug, K-bug, fast (gradcheck) | auto, full (growth)
+    median: float
+    n_elements: int
+    n_evals: int | None
+    n_checked: int | None
+    coverage_used: str
+    peak_bytes: int | None
+    layer_bytes: int | None
+    found_by: str
+
+    @property
+    def peak_ratio(self) -> float | None:
+        """Peak working memory of a check / the layer's tensors."""
+        if self.peak_bytes is None or not self.layer_bytes:
+            return None
+        return self.peak_bytes / self.layer_bytes
+
+
+def scale_rows(benches: Sequence[dict[str, Any]]) -> list[ScaleRow]:
+    rows = []
+    for b in benches:
+        e = b.get("extra_info", {})
+        if e.get("kind") != "scale":
+            continue
+        rows.append(
+            ScaleRow(
+                case=e["case"],
+                case_label=e.get("case_label", e["case"]),
+                tool=e["tool"],
+                mode=e["mode"],
+                median=float(b["stats"]["median"]),
+                n_elements=int(e.get("n_elements", 0)),
+                n_evals=e.get("n_evals"),
+                n_checked=e.get("n_checked"),
+                coverage_used=str(e.get("coverage_used", "")),
+                peak_bytes=e.get("check_peak_bytes"),
+                layer_bytes=e.get("layer_bytes"),
+                found_by=str(e.get("found_by", "")),
+            )
+        )
+    modes = ("default", "dx-bug", "K-bug", "fast", "auto", "full")
+    rows.sort(key=lambda r: (r.case != "issue12", r.n_elements, _order(r.mode, modes)))
+    return rows
+
+
+def _issue12(benches: Sequence[dict[str, Any]]) -> tuple[dict[str, ScaleRow], float | None]:
+    """The issue-12 rows by mode, and gradcheck fast mode's median on the same function."""
+    rows = {r.mode: r for r in scale_rows(benches) if r.case == "issue12"}
+    fast = rows.get("fast")
+    return rows, fast.median if fast and fast.tool == "gradcheck" else None
+
+
+def scale_targets(benches: Sequence[dict[str, Any]]) -> list[Target]:
+    """Issue 12's targets: the default check within 10x gradcheck fast's time, a 0.1 % error
+    in one element of dx or K caught and located within 30x, working memory <= 8x."""
+    rows, fast = _issue12(benches)
+    out = []
+    for mode, what, times in (
+        ("default", "check_layer default on the issue-12 layer", 10),
+        ("dx-bug", "a 0.1 % error in one element of dx caught and located", 30),
+        ("K-bug", "a 0.1 % error in one element of K caught and located", 30),
+    ):
+        claim = f"{what}: at least 1/{times} of gradcheck fast's speed (>= {1 / times:.3g}x)"
+        r = rows.get(mode)
+        if r is None or fast is None:
+            out.append(Target(claim, "not measured", None))
+            continue
+        v = fast / r.median
+        out.append(
+            Target(claim, f"{v:.3f}x ({r.median / fast:.1f} times its time)", v >= 1 / times)
+        )
+    r = rows.get("default")
+    ratio = r.peak_ratio if r else None
+    out.append(
+        Target(
+            "working memory of that default check <= 8x the layer's tensors",
+            "not measured" if ratio is None else f"{ratio:.2f}x",
+            None if ratio is None else ratio <= 8,
+        )
+    )
+    return out
+
+
+@dataclass(frozen=True)
 class Target:
     claim: str
     measured: str
@@ -363,7 +454,7 @@ def targets(benches: Sequence[dict[str, Any]]) -> list[Target]:
             None if v is None else v >= 1 / 15,
         )
     )
-    return out
+    return out + scale_targets(benches)
 
 
 def _bug_targets(rows: Sequence[BugRow]) -> list[Target]:
@@ -591,6 +682,7 @@ def render_markdown(data: dict[str, Any], png_name: str | None = None) -> str:
             "",
         ]
     lines += _bug_section(bug_rows(benches))
+    lines += scale_sections(benches)
     if png_name:
         lines += ["## Plot", "", f"![throughput per shape and implementation]({png_name})", ""]
     return "\n".join(lines)
@@ -633,6 +725,91 @@ def _bug_section(rows: Sequence[BugRow]) -> list[str]:
         ),
         "",
     ]
+
+
+def _mib(n: int | None) -> str:
+    return "–" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def scale_sections(benches: Sequence[dict[str, Any]]) -> list[str]:
+    """The issue-12 table and the cost-growth table (``bench_scale``), when measured."""
+    lines: list[str] = []
+    rows, fast = _issue12(benches)
+    if rows:
+        label = next(iter(rows.values())).case_label
+        lines += [
+            '## coverage="auto" at the issue-12 layer (float64)',
+            "",
+            f"{label}, `check_layer` with its defaults, and torch's fast mode on "
+            "tanh(conv2d(x, K, b)) with the same tensors in the same run. A bug row plants a "
+            "0.1 % error in one element of dx or K; it is caught and located (the report's one "
+            "mismatch at that element), by the element-by-element check or by a failing "
+            "projection and group testing. `vs gradcheck fast` = its time / this row's time.",
+            "",
+            *_table(
+                [
+                    "tool",
+                    "mode",
+                    "median",
+                    "forward calls",
+                    "elements checked",
+                    "found by",
+                    "vs gradcheck fast",
+                    "peak / tensors",
+                ],
+                [
+                    [
+                        r.tool,
+                        r.mode,
+                        fmt_time(r.median),
+                        _num(r.n_evals, "d"),
+                        _num(r.n_checked, "d"),
+                        r.found_by or "–",
+                        _num(fast / r.median if fast else None, ".3f", "x"),
+                        _num(r.peak_ratio, ".2f", "x"),
+                    ]
+                    for r in rows.values()
+                ],
+            ),
+            "",
+        ]
+    growth = [r for r in scale_rows(benches) if r.case == "growth"]
+    if growth:
+        lines += [
+            "## Cost growth of a check (float64)",
+            "",
+            "Conv2D(4, 8, 3, xcorr, tanh) on x (N, 4, H, H); elements = those of x, K and b. "
+            "Peak: tracemalloc's peak during one untimed check, against the layer's tensors "
+            "(x, y, dx, K, b and their gradients; a check may hold 32 MiB whatever their size).",
+            "",
+            *_table(
+                [
+                    "elements",
+                    "layer",
+                    "coverage",
+                    "median",
+                    "forward calls",
+                    "elements checked",
+                    "peak",
+                    "peak / tensors",
+                ],
+                [
+                    [
+                        f"{r.n_elements:,}",
+                        r.case_label,
+                        f"{r.mode} ({r.coverage_used})",
+                        fmt_time(r.median),
+                        _num(r.n_evals, "d"),
+                        _num(r.n_checked, ",d"),
+                        _mib(r.peak_bytes),
+                        _num(r.peak_ratio, ".2f", "x"),
+                    ]
+                    for r in growth
+                ],
+            ),
+            "",
+        ]
+    return lines
 
 
 def plot(data: dict[str, Any], path: str | Path) -> None:

@@ -274,3 +274,74 @@ def test_torch_door_bug_table_shows_the_counts_and_ours_first() -> None:
 
 def test_a_ratio_below_a_tenth_keeps_two_digits() -> None:
     assert [report._ratio(v) for v in (20.0, 0.5, 0.0213, None)] == ["20.0x", "0.5x", "0.021x", "–"]
+
+
+def _scale(name: str, median: float, case: str, mode: str, **extra: Any) -> dict[str, Any]:
+    tool = "gradcheck" if mode == "fast" else "check_layer"
+    return _bench(name, median, kind="scale", case=case, case_label=f"{case} layer",
+                  tool=tool, mode=mode, **extra)  # fmt: skip
+
+
+def test_issue12_targets_and_the_cost_growth_table(tmp_path: Path) -> None:
+    benches = [
+        _scale(
+            "ours",
+            1.0,
+            "issue12",
+            "default",
+            n_evals=70,
+            n_checked=1000,
+            check_peak_bytes=700,
+            layer_bytes=100,
+            n_elements=135712,
+        ),
+        _scale("fast", 0.125, "issue12", "fast", n_elements=135712),
+        _scale("dx", 2.0, "issue12", "dx-bug", n_evals=131, found_by="projection"),
+        _scale("K", 5.0, "issue12", "K-bug", n_evals=99, found_by="projection"),
+        _scale(
+            "g-full",
+            3.0,
+            "growth",
+            "full",
+            n_elements=4904,
+            n_evals=348,
+            n_checked=4904,
+            coverage_used="full",
+            check_peak_bytes=2**21,
+            layer_bytes=2**20,
+        ),
+        _scale(
+            "g-auto",
+            0.5,
+            "growth",
+            "auto",
+            n_elements=4904,
+            n_evals=348,
+            n_checked=4904,
+            coverage_used="full",
+            check_peak_bytes=2**21,
+            layer_bytes=2**20,
+        ),
+    ]
+    found = {t.claim: t for t in report.targets(benches)}
+    speed = {k.split(":")[0]: t for k, t in found.items() if "gradcheck fast's speed" in k}
+    default = speed["check_layer default on the issue-12 layer"]
+    assert (default.measured, default.met) == ("0.125x (8.0 times its time)", True)
+    assert speed["a 0.1 % error in one element of dx caught and located"].met is True  # 1/16
+    k_bug = speed["a 0.1 % error in one element of K caught and located"]
+    assert (k_bug.measured, k_bug.met) == ("0.025x (40.0 times its time)", False)  # 1/40 < 1/30
+    mem = found["working memory of that default check <= 8x the layer's tensors"]
+    assert (mem.measured, mem.met) == ("7.00x", True)
+    md = report.render_markdown({"benchmarks": benches})
+    assert _row(md, "| check_layer | default |")[2:] == [
+        "1.00 s", "70", "1000", "–", "0.125x", "7.00x"]  # fmt: skip
+    assert _row(md, "| check_layer | K-bug |")[5:7] == ["projection", "0.025x"]
+    growth = [_row(md, "| 4,904 |", f"| {mode} (full) |") for mode in ("auto", "full")]
+    assert [g[3] for g in growth] == ["500.00 ms", "3.00 s"]  # auto first
+    assert growth[1][4:] == ["348", "4,904", "2.0 MiB", "2.00x"]
+
+
+def test_issue12_targets_are_not_measured_without_the_scale_rows(synthetic: Path) -> None:
+    found = report.targets(report.load(synthetic)["benchmarks"])
+    issue12 = [t for t in found if "issue-12" in t.claim or "0.1 %" in t.claim]
+    assert len(issue12) == 3 and all(t.met is None for t in issue12)

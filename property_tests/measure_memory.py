@@ -105,6 +105,8 @@ CASES: dict[str, Callable[[], tuple]] = {
     "meta": _conv(16, 16, (16, 16, 32, 32)),
     # a small conv of the test suite's size (below the floor)
     "test": _conv(8, 8, (8, 8, 32, 32)),
+    # issue 12's layer (benchmarks/bench_scale.py), default options
+    "issue12": _conv(16, 32, (8, 16, 32, 32), convention="xcorr", activation="tanh"),
     "bench-conv-small": _bench("conv", (2, 3, 8, 8), (4, 3, 3, 3)),
     "bench-conv-large": _bench("conv", (4, 4, 16, 16), (8, 4, 3, 3)),
     "bench-subsample": _bench("subsample", (4, 4, 16, 16), (4, 2)),

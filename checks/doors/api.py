@@ -50,8 +50,10 @@ def check_layer(
         ``auto`` uses the complex step for each tensor whose probe shows the layer propagates
         complex numbers correctly, else Richardson extrapolation.
     coverage : {"auto", "full", "sampled", "projected"}
-        ``auto`` is ``full`` whenever it fits the evaluation budget, else a sample plus
-        random projections.
+        ``auto`` is ``full`` whenever it fits the evaluation budget (64 forward passes'
+        worth of elements pushed through forward, at least 2**25; grouping trials run first,
+        so a tensor whose elements share forward calls is costed as such), else a sample of
+        whole groups plus random projections, a tensor that fits its share checked whole.
     rtol, atol : float, optional
         Explicit tolerance ``atol + rtol * |numerical|`` instead of the estimated one.
     seed : int

@@ -200,29 +200,38 @@ def directional_real(
     return out
 
 
-def complex_ok(ctx: Ctx, name: str, g: np.ndarray) -> tuple[bool, str]:
-    """Probe: does the complex step agree with real differences along a random direction?"""
+Directional = tuple[float, float, float, float]
+
+
+def complex_ok(ctx: Ctx, name: str, g: np.ndarray) -> tuple[bool, str, Directional | None]:
+    """Probe: does the complex step agree with real differences along a random direction?
+
+    Returns ``(ok, why, probe)``; where the complex step is used, ``probe`` is its
+    directional derivative along that direction, ``(analytic, numerical, error, magnitude)``
+    as :func:`directional` returns it: a random projection of the whole tensor already paid
+    for, which the judgement takes as its first (``check_tensor``'s ``given``).
+    """
     if g.size == 0:  # nothing to probe, nothing to fall back from (see check_tensor)
-        return True, ""
+        return True, "", None
     v = ctx.rng.standard_normal(g.shape)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", np.exceptions.ComplexWarning)
-            _, nc, ec, mc = directional(ctx, name, g, v, "complex")
+            ac, nc, ec, mc = directional(ctx, name, g, v, "complex")
     except Exception as exc:
         if not complex_refused(exc):
             raise  # the layer failed, not on account of the complex values
         # the name only: a local holding the cause would keep its traceback's frames (and
         # their complex copies of the tensors) alive in a reference cycle until gc runs
         why = type(exc.__cause__ if exc.__cause__ is not None else exc).__name__
-        return False, f"complex step unusable ({why})"
+        return False, f"complex step unusable ({why})", None
     if not math.isfinite(nc):
-        return False, "complex step unusable (non-finite)"
+        return False, "complex step unusable (non-finite)", None
     _, nr, er, mr = directional(ctx, name, g, v, "real")
     tol, _ = tolerances.tolerance(np.array(nr), np.array(er + ec), np.array(max(mr, mc)), ctx.rule)
     if abs(nc - nr) <= float(tol):
-        return True, "complex step (probe agreed with Richardson)"
-    return False, "complex step disagreed with real differences on a probe"
+        return True, "complex step (probe agreed with Richardson)", (ac, nc, ec, mc)
+    return False, "complex step disagreed with real differences on a probe", None
 
 
 def complex_refused(exc: BaseException) -> bool:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from checks.engine import finite_diff, grouping
+from checks.engine import finite_diff
 from checks.engine.dispatch import Call
 from checks.engine.evaluation import (
-    _CALL_OVERHEAD,
     _COMPLEX_FIELDS,
     _REDUCE_ROWS,
     CHUNK_ELEMENTS,
@@ -28,6 +27,8 @@ from checks.engine.evaluation import (
     Chunks,
     Ctx,
     _complex_value,
+    _element_call_cost,
+    _element_run,
     _expand,
     _fd_packed,
     _grouped,
@@ -66,23 +67,8 @@ def _fd_elements(
     osz = 16 if kind == "complex" else 8
     chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind, ctx.remote_depth)
 
-    def run(
-        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
-
-        def calls() -> Iterator[tuple[Call, tuple[int, str]]]:
-            for i, (pos_i, vals_i) in enumerate(specs):
-                idx = np.unravel_index(pos_i, t_all.shape)
-                what = f"while perturbing {pos_i.size} elements of {name} together"
-                yield Call("eval_element", (name, idx, vals_i[0], what)), (i, what)
-
-        for y, (i, what) in ctx.imap(calls(), chunks.per_task(len(specs))):
-            check_out_shape(ctx, y, ctx.y_shape, what)
-            ys[i, 0] = y.reshape(-1)
-        return np.broadcast_to(y0, ys.shape), ys
-
-    call_cost = _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
+    run = _element_run(ctx, name, chunks)
+    call_cost = _element_call_cost(ctx)
     cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
                     out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)

@@ -197,6 +197,55 @@ _MIN_GROUPED = 8
 _CALL_OVERHEAD = 1000.0
 
 
+def _grouping_key(
+    ctx: Ctx,
+    name: str,
+    run: grouping.RunFn,
+    tf: np.ndarray,
+    shape: tuple[int, ...],
+    kind: str,
+    r_out: int,
+    how: str,
+    copy_cost: float,
+    max_elements: int,
+) -> str:
+    """The grouping of ``name`` that passed its trial for ``kind`` ("" when none did), tried
+    once per run and kept in ``ctx.groupings`` (the coverage plan may ask first, see
+    :func:`trial_groups`; the evaluation then reuses the answer)."""
+    key = ctx.groupings.get(f"{name}/{kind}")
+    if key is not None:
+        return key
+    key = ""
+    if how == "lattice" and len(shape) >= 1:
+        p = grouping.try_periods(
+            run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
+            max_elements, r_out,
+        )  # fmt: skip
+        key = f"lattice period {p}" if p else ""
+    elif (
+        how == "axis0"
+        and len(shape) >= 1
+        and grouping.worth_grouping(shape[0], kind, copy_cost)
+        and grouping.copies(shape[0], kind) * r_out <= max_elements
+    ):
+        trial = grouping.axis0_groups(shape)[0]
+        overlap = grouping.trial_overlaps(
+            run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
+        )
+        key = "" if overlap else "grouped along axis 0"
+    ctx.groupings[f"{name}/{kind}"] = key
+    return key
+
+
+def _groups_of(key: str, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """The groups of a grouping key of :func:`_grouping_key` (none for "")."""
+    if not key:
+        return []
+    if key.startswith("lattice"):
+        return grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
+    return grouping.axis0_groups(tuple(shape))
+
+
 def _grouped(
     ctx: Ctx,
     name: str,
@@ -218,41 +267,23 @@ def _grouped(
     positions left for one-by-one evaluation. ``copy_cost``: input elements one copy pushes
     through forward (plus call overhead); ``max_elements``: outputs held at once (a grouping
     whose copies of one sample exceed it is not tried); ``decode_elements``: float64 elements
-    the decoding's temporaries may take besides them."""
+    the decoding's temporaries may take besides them. A group of which ``cols`` holds too
+    few members to be worth its code probes (a sample scattered over many groups, the
+    suspects of a localization) is left to the one-by-one evaluation."""
     if cols.size < _MIN_GROUPED:
         return cols
     r_out = dym.shape[1]
-    key = ctx.groupings.get(f"{name}/{kind}")
-    if key is None:
-        key = ""
-        if how == "lattice" and len(shape) >= 1:
-            p = grouping.try_periods(
-                run, tf, tuple(shape), ctx.rule, max(shape[-2:]), kind, copy_cost,
-                max_elements, r_out,
-            )  # fmt: skip
-            key = f"lattice period {p}" if p else ""
-        elif (
-            how == "axis0"
-            and len(shape) >= 1
-            and grouping.worth_grouping(shape[0], kind, copy_cost)
-            and grouping.copies(shape[0], kind) * r_out <= max_elements
-        ):
-            trial = grouping.axis0_groups(shape)[0]
-            overlap = grouping.trial_overlaps(
-                run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
-            )
-            key = "" if overlap else "grouped along axis 0"
-        ctx.groupings[f"{name}/{kind}"] = key
+    key = _grouping_key(ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements)
     if not key:
         return cols
-    if key.startswith("lattice"):
-        groups = grouping.lattice_groups(tuple(shape), int(key.rsplit(" ", 1)[1]))
-    else:
-        groups = grouping.axis0_groups(tuple(shape))
     wanted = np.zeros(tf.shape[1], dtype=bool)
     wanted[cols] = True
-    groups = [g[wanted[g]] for g in groups]
-    groups = [g for g in groups if g.size]
+    groups = [g[wanted[g]] for g in _groups_of(key, shape)]
+    groups = [g for g in groups if grouping.worth_grouping(g.size, kind, copy_cost)]
+    # a grouping the coverage plan found with less of the scratch held than this
+    # evaluation holds may not fit here: then one by one (the plan costed it so)
+    if not groups or not _affordable(max(g.size for g in groups), kind, r_out, max_elements):
+        return cols
     _, failed = grouping.evaluate_groups(
         run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
         out=out, where=where,
@@ -264,6 +295,47 @@ def _grouped(
         done[g] = True
     done[failed] = False
     return np.flatnonzero(wanted & ~done)
+
+
+def trial_groups(ctx: Ctx, name: str, kind: str) -> tuple[list[np.ndarray], bool]:
+    """The groups of disjoint footprints in which ``kind``'s evaluation of ``name`` would
+    take its elements -- positions within a sample when ``name`` is packed along the batch
+    axis (every group then spans every sample), flat indices otherwise -- and whether their
+    copies fit the scratch of a check of every element.
+
+    The trial runs here (forward calls, counted) and its answer is kept for the evaluation,
+    which does not run it again. It is tried with the scratch of a small sample (no result
+    fields held): a check of every element holds more, and :func:`_grouped` evaluates one
+    by one what the scratch it has cannot decode (the second value says whether that will
+    be the case). No groups: no grouping passed its trial.
+    """
+    t = ctx.target.value(name)
+    if t.size < _MIN_GROUPED:
+        return [], False
+    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    if name in ctx.packed:
+        pk = _Packed(ctx, name, np.zeros(t.shape, dtype=bool), kind, compact=True, refining=False)
+        isz = np.dtype(ctx.rule.complex_dtype if kind == "complex" else t.dtype).itemsize
+        r_out, shape = pk.r_out, tuple(pk.xb.shape[1:])
+        whole = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), pk.s, r_out, isz, kind)
+        key = _grouping_key(ctx, name, pk.run, pk.xf, shape, kind, r_out, "lattice",
+                            pk.xf.size, pk.chunks.max_elements())  # fmt: skip
+    else:
+        osz = 16 if kind == "complex" else 8
+        r_out, shape = math.prod(ctx.y_shape), tuple(t.shape)
+        whole = Chunks(scratch_bytes(ctx, name, 8 * t.size * len(fields)), 0, r_out, osz, kind)
+        sample = Chunks(scratch_bytes(ctx, name), 0, r_out, osz, kind)
+        run = _element_run(ctx, name)
+        key = _grouping_key(ctx, name, run, t.reshape(1, -1), shape, kind, r_out, "axis0",
+                            _element_call_cost(ctx), sample.max_elements())  # fmt: skip
+    groups = _groups_of(key, shape)
+    largest = max((g.size for g in groups), default=0)
+    return groups, bool(groups) and _affordable(largest, kind, r_out, whole.max_elements())
+
+
+def _affordable(g: int, kind: str, r_out: int, max_elements: int) -> bool:
+    """Whether the copies of one sample of a group of ``g`` fit ``max_elements`` outputs."""
+    return grouping.copies(g, kind) * r_out <= max_elements
 
 
 # memory (see checks.engine.memory): bytes per output element of a copy kept for decoding a group
@@ -592,3 +664,37 @@ def _fd_packed(
                     pk.chunks.scratch // 32)  # fmt: skip
     pk.one_by_one(cols)
     return pk.results(compact)
+
+
+def _element_call_cost(ctx: Ctx) -> float:
+    """What one forward call on the whole input costs, in input elements pushed through it."""
+    tgt = ctx.target
+    return _CALL_OVERHEAD + max(tgt.value(n).size for n in tgt.names)
+
+
+def _element_run(ctx: Ctx, name: str, chunks: Chunks | None = None) -> grouping.RunFn:
+    """A :data:`checks.engine.grouping.RunFn` for a tensor that is not packed: one forward
+    call per spec, the tensor's elements perturbed in place (through the run's dispatcher,
+    ``chunks.per_task`` calls per task)."""
+    tgt = ctx.target
+    t_all = tgt.value(name)
+    y0 = ctx.y0.reshape(1, -1)
+
+    def run(
+        specs: Sequence[grouping.Spec], cplx: bool, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ys = np.empty((len(specs), 1, y0.shape[1]), dtype=np.complex128 if cplx else np.float64)
+
+        def calls() -> Iterator[tuple[Call, tuple[int, str]]]:
+            for i, (pos_i, vals_i) in enumerate(specs):
+                idx = np.unravel_index(pos_i, t_all.shape)
+                what = f"while perturbing {pos_i.size} elements of {name} together"
+                yield Call("eval_element", (name, idx, vals_i[0], what)), (i, what)
+
+        per_task = chunks.per_task(len(specs)) if chunks is not None else 1
+        for y, (i, what) in ctx.imap(calls(), per_task):
+            check_out_shape(ctx, y, ctx.y_shape, what)
+            ys[i, 0] = y.reshape(-1)
+        return np.broadcast_to(y0, ys.shape), ys
+
+    return run

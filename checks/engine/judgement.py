@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,12 @@ from checks.engine import (
     kinks,
     tolerances,
 )
-from checks.engine.directions import complex_refused, directional, directional_real
+from checks.engine.directions import (
+    Directional,
+    complex_refused,
+    directional,
+    directional_real,
+)
 from checks.engine.elements import finite_differences
 from checks.engine.evaluation import Ctx
 from checks.engine.finite_diff import FDResult
@@ -260,7 +266,12 @@ def check_tensor(
     n_proj: int,
     kind: str,
     method_note: str,
+    given: Sequence[Directional] = (),
 ) -> TensorReport:
+    """Judge the masked elements of ``name`` one by one and the rest by ``n_proj`` random
+    projections (the first of them the directional derivatives ``given``, already evaluated
+    along random directions of the whole tensor by ``kind``'s method: the complex-step
+    probe's); locate the wrong elements when a projection fails."""
     t = ctx.target.value(name)
     if t.size == 0:
         # a zero-size parameter (a layer configured with nothing in it): no element to
@@ -292,7 +303,7 @@ def check_tensor(
     tr.mismatch = el.full(el.bad, shape, False) | nonfin_num
     tr.tied = _tied_sets(ctx, name, a, el, kink_mask, real)
     del el  # memory: the projections do not need the fields (ten arrays the tensor's size)
-    proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind)
+    proj_bad = _project_rest(ctx, name, a, tr, n_proj, kind, given)
     if proj_bad and not tr.checked.all():
         _locate(ctx, name, a, tr, kind)
     _summarise(tr)
@@ -479,12 +490,21 @@ def _locate(ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, kind: str) -> 
 
 
 def _project_rest(
-    ctx: Ctx, name: str, a: np.ndarray, tr: TensorReport, n_proj: int, kind: str
+    ctx: Ctx,
+    name: str,
+    a: np.ndarray,
+    tr: TensorReport,
+    n_proj: int,
+    kind: str,
+    given: Sequence[Directional] = (),
 ) -> int:
-    """Random projections of the tensor (its unchecked rest) into ``tr.projections``; the
-    number that failed."""
+    """Random projections of the tensor (its unchecked rest) into ``tr.projections``, the
+    complex-step directional derivatives ``given`` first; the number that failed."""
     proj_kinks = 0
-    for _ in range(n_proj):
+    for i in range(n_proj):
+        if i < len(given) and kind == "complex":
+            tr.projections.append(_judged(ctx, given[i]))
+            continue
         v = ctx.rng.standard_normal(a.shape)
         av, nv, ptol, at_kink = _projection(ctx, name, a, v, kind)
         tr.projections.append((av, nv, ptol))
@@ -561,6 +581,15 @@ def _tied_sets(
     return out
 
 
+def _judged(ctx: Ctx, d: Directional) -> tuple[float, float, float]:
+    """``(analytic, numerical, tolerance)`` of a complex-step directional derivative ``d``."""
+    av, nv, ev, mv = d
+    ptol, _ = tolerances.tolerance(
+        np.array(nv), np.array(ev), np.array(mv), ctx.rule, rtol=ctx.rtol, atol=ctx.atol
+    )
+    return av, nv, float(ptol)
+
+
 def _projection(
     ctx: Ctx, name: str, a: np.ndarray, v: np.ndarray, kind: str
 ) -> tuple[float, float, float, bool]:
@@ -574,11 +603,7 @@ def _projection(
     the tolerance reported is the distance from the value to the far end of that hull.
     """
     if kind == "complex":
-        av, nv, ev, mv = directional(ctx, name, a, v, "complex")
-        ptol, _ = tolerances.tolerance(
-            np.array(nv), np.array(ev), np.array(mv), ctx.rule, rtol=ctx.rtol, atol=ctx.atol
-        )
-        return av, nv, float(ptol), False
+        return (*_judged(ctx, directional(ctx, name, a, v, "complex")), False)
     av = float(np.vdot(a, v))
     fd = directional_real(ctx, name, a, v, 1.0)
     floor = float(fd["magnitude"])

@@ -24,13 +24,19 @@ from checks.engine import (
     batching,
     contract,
     coverage,
-    finite_diff,
     tolerances,
 )
 from checks.engine import precision as precision_probe
-from checks.engine.directions import complex_ok
+from checks.engine.directions import Directional, complex_ok
 from checks.engine.dispatch import Dispatcher
-from checks.engine.evaluation import CHUNK_ELEMENTS, Chunks, Ctx, account_memory, scratch_bytes
+from checks.engine.evaluation import (
+    CHUNK_ELEMENTS,
+    Chunks,
+    Ctx,
+    account_memory,
+    scratch_bytes,
+    trial_groups,
+)
 from checks.engine.judgement import check_tensor, reads_nothing
 from checks.engine.targets import LayerTarget, Target, VjpTarget, borrowing, fmt_index
 from checks.report import Report, TensorReport
@@ -327,46 +333,61 @@ def _probe_batching(ctx: Ctx, rng: np.random.Generator) -> str:
 
 def _methods(
     ctx: Ctx, analytic: dict[str, np.ndarray], method: str
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The finite-difference method of each tensor, and a note where ``auto`` fell back."""
+) -> tuple[dict[str, str], dict[str, str], dict[str, list[Directional]]]:
+    """The finite-difference method of each tensor, a note where ``auto`` fell back, and the
+    complex-step probes' directional derivatives (random projections already evaluated)."""
     kinds: dict[str, str] = {}
     notes: dict[str, str] = {}
+    probes: dict[str, list[Directional]] = {}
     for name in ctx.target.names:
         if method in ("auto", "complex"):
-            ok, why = complex_ok(ctx, name, analytic[name])
+            ok, why, probe = complex_ok(ctx, name, analytic[name])
             kinds[name] = "complex" if ok else "richardson"
             notes[name] = "" if ok else why + "; richardson used"
+            probes[name] = [probe] if probe is not None else []
         else:
             kinds[name] = method
             notes[name] = ""
-    return kinds, notes
+            probes[name] = []
+    return kinds, notes, probes
 
 
 def _plan(
     ctx: Ctx, kinds: dict[str, str], coverage_: str, rng: np.random.Generator
 ) -> coverage.CoveragePlan:
-    """Which elements are checked one by one and how many projections cover the rest."""
+    """Which elements are checked one by one and how many projections cover the rest.
+
+    The cost of each tensor's full check is a function of shapes (elements pushed through
+    forward per copy, :func:`checks.engine.coverage.tensor_cost`) and, for ``auto`` and
+    ``sampled``, of the groups of disjoint footprints a trial finds now
+    (:func:`checks.engine.evaluation.trial_groups`; the evaluation reuses the verdict), so
+    that a tensor grouping makes cheap is checked whole and a sample is drawn group by group.
+    """
     target, rule = ctx.target, ctx.rule
+    f_in = sum(target.value(n).size for n in target.names)
+    f_out = math.prod(ctx.y_shape)
     costs = []
     res = {}
-    xsize = max(1, target.value(target.names[0]).size) if target.names else 1
     for name in target.names:
         t = target.value(name)
-        k = 1 if kinds[name] == "complex" else len(finite_diff.REAL_STENCIL)
+        groups: list[np.ndarray] = []
+        whole = False
+        if coverage_ in ("auto", "sampled"):
+            groups, whole = trial_groups(ctx, name, kinds[name])
         if name in ctx.packed:
-            n = t.shape[ctx.batch_axis]
-            cols = t.size // max(n, 1)
-            work = k * cols * t.size
-            calls = math.ceil(work / CHUNK_ELEMENTS)
+            # a copy perturbs one position of every sample: the tensor and the output once,
+            # in packed calls of up to CHUNK_ELEMENTS that read the other inputs once each
+            elements, calls = t.size + f_out, max(t.size, f_out) / CHUNK_ELEMENTS
+            per_call = coverage.CALL_OVERHEAD + f_in - t.size
             group: int | None = ctx.batch_axis
-        else:
-            work = k * t.size * xsize
-            calls = k * t.size
-            group = None
-        costs.append(coverage.TensorCost(name, tuple(t.shape), group, work, calls))
+        else:  # a copy is a forward on the whole input
+            elements, calls, per_call, group = f_in + f_out, 1.0, coverage.CALL_OVERHEAD, None
+        costs.append(coverage.tensor_cost(name, tuple(t.shape), kinds[name], group, elements,
+                                          calls, per_call, groups, whole))  # fmt: skip
         res[name] = rule.safety * (rule.eps if kinds[name] == "complex"
                                    else rule.eps / rule.h_central)  # fmt: skip
-    return coverage.plan_coverage(coverage_, costs, res, rng)
+    budget = coverage.work_budget(f_in + f_out + coverage.CALL_OVERHEAD)
+    return coverage.plan_coverage(coverage_, costs, res, rng, work_budget=budget)
 
 
 def _numerical(
@@ -380,12 +401,12 @@ def _numerical(
     """Batching, method, coverage, then every tensor's numerical check into ``report``."""
     target = ctx.target
     report.batching = _probe_batching(ctx, rng)
-    kinds, method_notes = _methods(ctx, analytic, method)
+    kinds, method_notes, probes = _methods(ctx, analytic, method)
     plan = _plan(ctx, kinds, coverage_, rng)
     report.coverage = plan.coverage
     for name in target.names:
-        tr = check_tensor(ctx, name, analytic[name], plan.masks[name],
-                          plan.projections[name], kinds[name], method_notes[name])  # fmt: skip
+        tr = check_tensor(ctx, name, analytic[name], plan.masks[name], plan.projections[name],
+                          kinds[name], method_notes[name], given=probes[name])  # fmt: skip
         report.tensors.append(tr)
         report.kinks.extend((name, i) for i in tr.kinks)
         if not tr.ok and isinstance(target, LayerTarget) and reads_nothing(tr):
