@@ -17,7 +17,7 @@ from checks.engine import (
     finite_diff,
     tolerances,
 )
-from checks.engine.elements import sample_slices
+from checks.engine.elements import row_slices, sample_slices
 from checks.engine.evaluation import (
     FD_FIELDS,
     JUDGE_ARRAYS,
@@ -65,14 +65,7 @@ def _directional_complex(
         n = t.shape[ba]
         chunks = Chunks(scratch, t.size // n, math.prod(ctx.y_shape) // n, cplx.itemsize,
                         "complex")  # fmt: skip
-        m = min(n, chunks.copies_per_call())
-        slices: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = []
-        for i in range(0, n, m):
-            part = slice(i, min(i + m, n))
-            shape = list(ctx.y_shape)
-            shape[ba] = part.stop - part.start
-            at = (slice(None),) * ba + (part,)
-            slices.append((part, tuple(shape), np.ascontiguousarray(ctx.dy64[at])))
+        slices = row_slices(ctx, min(n, chunks.copies_per_call()))
     else:
         slices = sample_slices(ctx, name, scratch)
     whole = None  # a parameter's complex step, made once for every slice of the samples

@@ -39,7 +39,7 @@ from checks.engine.evaluation import (
 from checks.engine.streaming import Sums, complex_sums
 from checks.engine.targets import borrowing, fmt_index
 
-__all__ = ["finite_differences", "sample_slices"]
+__all__ = ["finite_differences", "row_slices", "sample_slices"]
 
 
 def _fd_elements(
@@ -243,6 +243,13 @@ def sample_slices(
     m = Chunks(scratch, xs, math.prod(ctx.y_shape) // n, 16, "complex").copies_per_call()
     if m >= n:
         return whole
+    return row_slices(ctx, m)
+
+
+def row_slices(ctx: Ctx, m: int) -> list[tuple[slice | None, tuple[int, ...], np.ndarray]]:
+    """The batch in slices of ``m`` samples: ``(rows, output shape, dy of those samples)``."""
+    ba = ctx.batch_axis
+    n = ctx.y_shape[ba]
     out: list[tuple[slice | None, tuple[int, ...], np.ndarray]] = []
     for i in range(0, n, m):
         rows = slice(i, min(i + m, n))
