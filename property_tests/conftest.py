@@ -39,3 +39,27 @@ def pytest_collection_modifyitems(config, items) -> None:
         skip = pytest.mark.skip(reason="needs PyTorch (pip install the 'torch' extra)")
         for item in marked:
             item.add_marker(skip)
+
+
+def _preload_matplotlib() -> None:
+    """Import matplotlib's plotting modules before any test runs.
+
+    pytester's in-process runs (``test_pytest_plugin.py``, ``test_html_report.py``) take out
+    of ``sys.modules`` every module the inner run imported first. matplotlib first imported
+    there is imported anew by the next test that plots, beside submodules that stayed, and a
+    figure of the new modules rejects the old ``SubplotSpec`` ("Single argument to subplot
+    must be a three-digit integer"): ``test_plotting.py`` and ``benchmarks/test_report.py``
+    failed whenever an xdist worker happened to run a pytester test before them.
+    """
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.backends.backend_agg
+    import matplotlib.colors
+    import matplotlib.figure
+    import matplotlib.pyplot
+
+
+_preload_matplotlib()
