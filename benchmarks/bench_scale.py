@@ -17,15 +17,23 @@ Every row is float64 and carries ``extra_info["kind"] == "scale"``:
   one, and the peak of one untimed traced check. The full check at ~1M elements is timed
   once (it takes minutes; the other rows take seconds).
 
+The checks run with one BLAS thread (``threadpoolctl``, in the ``bench`` extra), as torch's
+rows run with one intra-op thread: each tool at its best on this 2-core shared machine, where a
+second OpenBLAS thread made the default check 1.5-15x slower under load (0.75 s median
+instead of 0.49 s with little else running; 17.5 s instead of ~1.4 s with other jobs on the
+cores). Without threadpoolctl the rows run with the BLAS default and say so
+(``extra_info["blas_threads"]``).
+
 When benchmarking is disabled (plain ``pytest``), every row runs once on a small layer and
 still checks its outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -109,6 +117,20 @@ def traced_peak(fn: Callable[[], Any]) -> tuple[int, Any]:
     return peak, out
 
 
+@contextlib.contextmanager
+def one_blas_thread(benchmark: Any) -> Iterator[None]:
+    """Limit BLAS to one thread while the block runs (when threadpoolctl is installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        benchmark.extra_info["blas_threads"] = "default"
+        yield
+        return
+    benchmark.extra_info["blas_threads"] = 1
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 def _record(benchmark: Any, group: str, problem: Problem, tool: str, mode: str) -> None:
     benchmark.group = f"checker {group}"
     benchmark.extra_info.update(
@@ -143,7 +165,8 @@ def bench_issue12_check_layer(benchmark: Any, smoke: bool, mode: str) -> None:
     _record(benchmark, "issue12", problem, "check_layer", mode)
     settle("numpy", smoke)
     if mode == "default":
-        report = benchmark.pedantic(check_layer, args=(layer, x), rounds=5, iterations=1)
+        with one_blas_thread(benchmark):
+            report = benchmark.pedantic(check_layer, args=(layer, x), rounds=5, iterations=1)
         assert report.ok, str(report)
         tensors = layer_bytes(layer, x)
         peak, again = traced_peak(lambda: check_layer(layer, x))
@@ -153,7 +176,10 @@ def bench_issue12_check_layer(benchmark: Any, smoke: bool, mode: str) -> None:
         tensor = "x" if mode == "dx-bug" else "K"
         shape = x.shape if tensor == "x" else layer.params["K"].shape
         index = tuple(int(i) for i in np.random.default_rng(7).integers(0, shape))
-        report = benchmark.pedantic(_caught, args=(layer, x, tensor, index), rounds=3, iterations=1)
+        with one_blas_thread(benchmark):
+            report = benchmark.pedantic(
+                _caught, args=(layer, x, tensor, index), rounds=3, iterations=1
+            )
         tr = report.tensor(tensor)
         # caught and located: the one mismatch, at the planted element
         assert tr.n_mismatched == 1 and tr.mismatch[index] and tr.worst_index == index, str(report)
@@ -215,9 +241,11 @@ def bench_growth(benchmark: Any, smoke: bool, size: str, coverage: str) -> None:
     traced = time.perf_counter() - t0
     assert report.ok, str(report)
     rounds = 1 if traced > 20 else 3
-    again = benchmark.pedantic(
-        check_layer, args=(layer, x), kwargs={"coverage": coverage}, rounds=rounds, iterations=1
-    )
+    with one_blas_thread(benchmark):
+        again = benchmark.pedantic(
+            check_layer, args=(layer, x), kwargs={"coverage": coverage}, rounds=rounds,
+            iterations=1,
+        )  # fmt: skip
     assert again.ok and again.n_evals == report.n_evals  # the plan depends on shapes only
     benchmark.extra_info.update(
         check_peak_bytes=peak, layer_bytes=tensors, traced_seconds=traced, **_report_info(again)
