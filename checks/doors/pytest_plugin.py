@@ -231,15 +231,16 @@ class GradChecker:
             entry["seq"] = len(self.reports)
             write_fragment(self.html_dir, stem, entry)
 
-    def _run(self, fn: Any, *args: Any, torch_target: bool = False, **kwargs: Any) -> Any:
+    def _run(self, fn: Any, *args: Any, framework: bool = False, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         from checks.report.errors import GradcheckError
 
         options = {**self.defaults, **kwargs}
-        if not torch_target and options.pop("order", 1) != 1:
+        if not framework and options.pop("order", 1) != 1:
             raise TypeError(
-                "order=2 checks a double backward: torch targets only (an nn.Module, or "
-                f"gradcheck.function(fn, *tensors)), not {getattr(args[0], '__name__', args[0])!r}"
+                "order=2 checks a double backward: torch and JAX targets only (an nn.Module, "
+                "or gradcheck.function(fn, *tensors)), not "
+                f"{getattr(args[0], '__name__', args[0])!r}"
             )
         try:
             report = fn(*args, **options)
@@ -262,18 +263,23 @@ class GradChecker:
         if is_module(layer):
             from checks.doors.torch_front import check_module
 
-            return self._run(check_module, layer, x, torch_target=True, **kwargs)
+            return self._run(check_module, layer, x, framework=True, **kwargs)
         from checks.doors.api import check_layer
 
         return self._run(check_layer, layer, x, **kwargs)
 
     def function(self, fn: Any, *inputs: Any, **kwargs: Any) -> Any:
-        """Check a function of torch tensors with :func:`checks.torch.check_function`
-        (``order=2``: its double backward)."""
+        """Check a function of torch tensors with :func:`checks.torch.check_function`, or of
+        JAX arrays with :func:`checks.jax.check_function` (``order=2``: its double
+        backward)."""
         __tracebackhide__ = True
+        if any(type(a).__module__.split(".")[0] in ("jax", "jaxlib") for a in inputs):
+            from checks.doors.jax_front import check_function as check_jax
+
+            return self._run(check_jax, fn, *inputs, framework=True, **kwargs)
         from checks.doors.torch_front import check_function
 
-        return self._run(check_function, fn, *inputs, torch_target=True, **kwargs)
+        return self._run(check_function, fn, *inputs, framework=True, **kwargs)
 
     def vjp(self, f: Any, vjp: Any, *inputs: Any, **kwargs: Any) -> Any:
         """Check a function and its vector-Jacobian product with :func:`checks.check_vjp`."""
@@ -331,7 +337,8 @@ def gradcheck(request: pytest.FixtureRequest) -> GradChecker:
 
     ``gradcheck(layer, x, **options)`` runs :func:`checks.check_layer` (an ``nn.Module``:
     :func:`checks.torch.check_module`); ``gradcheck.function(fn, *tensors)`` runs
-    :func:`checks.torch.check_function`; ``gradcheck.vjp(f, vjp, *inputs)`` runs
+    :func:`checks.torch.check_function` (JAX arrays: :func:`checks.jax.check_function`);
+    ``gradcheck.vjp(f, vjp, *inputs)`` runs
     :func:`checks.check_vjp`;
     ``gradcheck.assert_fails(layer, x, tensor=..., hint=...)`` expects a mismatch.
     """
