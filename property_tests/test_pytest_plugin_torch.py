@@ -77,7 +77,7 @@ def test_numpy_layer_refuses_order_2(gradcheck):
     out = result.stdout.str()
     assert "conv.weight[2, 1, 0, 2]" in out
     assert "no autograd path back to it" in out
-    assert "order=2 checks a double backward: torch targets only" in out
+    assert "order=2 checks a double backward: torch and JAX targets only" in out
     # the failure points at the test's line, not at the plugin
     assert 'gradcheck(SmallCNN("dw_one_element").double(), x().double())' in out
     assert "pytest_plugin.py" not in out
