@@ -34,20 +34,26 @@ import numpy as np
 from checks.doors.torch_names import label
 from checks.report.errors import LayerContractError
 
-__all__ = ["NOT_DIFFERENTIABLE", "DoubleBackward"]
+__all__ = ["NOT_DIFFERENTIABLE", "DoubleBackward", "tensor_outputs", "torch_module"]
 
 #: what a first-order gradient computed outside autograd was made with, in every message
 NOT_DIFFERENTIABLE = "it was computed without autograd (detach, numpy, no_grad)"
 
 
-def _torch() -> Any:
-    import torch
-
+def torch_module() -> Any:
+    """``torch``, or an ImportError that says which extra brings it (for both torch doors)."""
+    try:
+        import torch
+    except ModuleNotFoundError as exc:  # pragma: no cover - the tests skip without torch
+        raise ImportError(
+            "checks.torch needs PyTorch: pip install 'convgrad-harness[torch]'"
+        ) from exc
     return torch
 
 
-def _outputs(out: Any) -> list[Any]:
-    torch = _torch()
+def tensor_outputs(out: Any) -> list[Any]:
+    """``fn``'s result as a list of tensors (a tensor, or a tuple or list of them)."""
+    torch = torch_module()
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     for k, o in enumerate(outs):
         if not isinstance(o, torch.Tensor):
@@ -92,11 +98,11 @@ class DoubleBackward:
         grad_outputs: Any = None,
         seed: int = 0,
     ) -> None:
-        torch = _torch()
+        torch = torch_module()
         self.fn, self.inputs, self.checked = fn, list(inputs), checked
         self.__name__ = label(fn)
         with torch.enable_grad():
-            outs = _outputs(fn(*inputs))
+            outs = tensor_outputs(fn(*inputs))
         # the outputs autograd can differentiate; the others take no dy (order=1 checks them)
         self.diff = [k for k, o in enumerate(outs) if o.requires_grad]
         if not self.diff:
@@ -119,7 +125,7 @@ class DoubleBackward:
     ) -> tuple[list[Any], list[Any]]:
         """The first-order gradients (None where the outputs do not depend on an input) and
         the leaves they were computed from (the checked inputs, then the dys)."""
-        torch = _torch()
+        torch = torch_module()
         leaves = [
             torch.as_tensor(np.ascontiguousarray(a), device=d).detach().requires_grad_(True)
             for a, d in zip(arrays, self.devices, strict=True)
@@ -128,7 +134,7 @@ class DoubleBackward:
         for i, t in zip(self.checked, leaves, strict=False):
             args[i] = t
         with torch.enable_grad():
-            outs = _outputs(self.fn(*args))
+            outs = tensor_outputs(self.fn(*args))
             diff = [outs[k] for k in self.diff]
             if not all(o.requires_grad for o in diff):
                 raise LayerContractError(
@@ -162,7 +168,7 @@ class DoubleBackward:
 
     def vjp(self, v: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``g``'s vector-Jacobian product: the double backward, by a second autograd.grad."""
-        torch = _torch()
+        torch = torch_module()
         grads, leaves = self._grads(arrays, create_graph=True)
         pairs, start, flat = [], 0, v.reshape(-1)
         for g, t in zip(grads, leaves, strict=False):
@@ -197,7 +203,7 @@ class DoubleBackward:
         LayerContractError
             Naming the input whose backward is not differentiable, and why.
         """
-        torch = _torch()
+        torch = torch_module()
         try:
             grads, leaves = self._grads(self.arrays, create_graph=True)
         except RuntimeError as exc:  # e.g. dy.numpy() on a dy that requires grad

@@ -28,6 +28,8 @@ import numpy as np
 
 from checks.doors.api import check_vjp
 from checks.doors.torch_double import DoubleBackward
+from checks.doors.torch_double import tensor_outputs as _flat_outputs
+from checks.doors.torch_double import torch_module as _torch
 from checks.doors.torch_names import arg_names, label
 from checks.report.errors import GradcheckError
 from checks.report.messages import format_report
@@ -35,29 +37,10 @@ from checks.report.messages import format_report
 __all__ = ["check_function", "check_module"]
 
 
-def _torch() -> Any:
-    try:
-        import torch
-    except ModuleNotFoundError as exc:  # pragma: no cover - the tests skip without torch
-        raise ImportError(
-            "checks.torch needs PyTorch: pip install 'convgrad-harness[torch]'"
-        ) from exc
-    return torch
-
-
 def _names(fn: Callable[..., Any], n: int) -> list[str]:
     """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them (a
     Function's ``apply``: its ``forward``'s, after ``ctx``)."""
     return arg_names(fn, n)
-
-
-def _flat_outputs(out: Any) -> list[Any]:
-    torch = _torch()
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    for k, o in enumerate(outs):
-        if not isinstance(o, torch.Tensor):
-            raise TypeError(f"output {k} is a {type(o).__name__}, not a torch.Tensor")
-    return outs
 
 
 class _Wrapped:
