@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from checks.engine import finite_diff, grouping
+from checks.engine import finite_diff, grouping, trials
 
 __all__ = [
     "CALL_BUDGET",
@@ -128,13 +128,15 @@ def work_budget(forward_work: float) -> float:
     return max(float(WORK_BUDGET), FORWARD_MULTIPLE * float(forward_work))
 
 
-def _copies(g: int, kind: str) -> tuple[int, int]:
+def _copies(g: int, kind: str, shared: int = 0) -> tuple[float, int]:
     """(real, complex) copies that evaluating ``g`` elements as one group takes (one by one
-    for ``g == 1``)."""
+    for ``g == 1``); ``shared``: the group reads its sources off a map that many groups share
+    (:mod:`checks.engine.trials`), and takes its share of the map's probe."""
     if g == 1:
         return (0, 1) if kind == "complex" else (len(finite_diff.REAL_STENCIL), 0)
-    n = grouping.copies(g, kind)
-    return (n - 1, 1) if kind == "complex" else (n, 0)
+    n = grouping.copies(g, kind, mapped=shared > 0)
+    probe = trials.probe_copies(g) / shared if shared > 0 else 0.0
+    return (n - 1 + probe, 1) if kind == "complex" else (n + probe, 0)
 
 
 def tensor_cost(
@@ -147,6 +149,7 @@ def tensor_cost(
     call_work: float,
     groups: Sequence[np.ndarray] | None = None,
     whole_grouped: bool = True,
+    shared: int = 0,
 ) -> TensorCost:
     """The cost of checking every element of a tensor, unit by unit.
 
@@ -172,27 +175,37 @@ def tensor_cost(
     whole_grouped : bool
         Whether a check of every element evaluates the groups as groups (their copies fit
         its scratch); if not, its cost is that of one by one, and only samples are grouped.
+    shared : int
+        In a check of every element, the groups read their sources off maps each of which
+        this many groups share (:mod:`checks.engine.trials`: no code probes, a share of the
+        map's probe); 0: none.
     """
     real_copy = copy_elements + copy_calls * call_work
     cplx_copy = COMPLEX_WORK * copy_elements + copy_calls * call_work
 
-    def cost(g: int) -> tuple[float, float]:
-        r, c = _copies(g, kind)
+    def cost(g: int, share: int = 0) -> tuple[float, float]:
+        r, c = _copies(g, kind, share if g > 1 else 0)
         return r * real_copy + c * cplx_copy, (r + c) * copy_calls
 
     single, single_calls = cost(1)
     n_cols = math.prod(shape) // (1 if group_axis is None else max(1, shape[group_axis]))
     if not groups:
         return TensorCost(name, tuple(shape), group_axis, n_cols * single, n_cols * single_calls)
-    work = np.empty(len(groups))
-    calls = np.empty(len(groups))
+    # a sample of groups is costed as groups on their own (a map pays only when several
+    # groups read it: :func:`checks.engine.trials.pays`), the whole tensor with shared maps
+    work, calls = np.empty(len(groups)), np.empty(len(groups))
+    whole = np.zeros(2)
     for i, g in enumerate(groups):
         if grouping.worth_grouping(g.size, kind, real_copy):
             work[i], calls[i] = cost(g.size)
             work[i] += grouping.GROUP_OVERHEAD
         else:
             work[i], calls[i] = g.size * single, g.size * single_calls
-    full = (float(work.sum()), float(calls.sum()))
+        if shared and grouping.worth_grouping(g.size, kind, real_copy, mapped=True):
+            whole += (cost(g.size, shared)[0] + grouping.GROUP_OVERHEAD, cost(g.size, shared)[1])
+        else:
+            whole += (work[i], calls[i])
+    full = (float(whole[0]), float(whole[1]))
     if not whole_grouped:
         full = (n_cols * single, n_cols * single_calls)
     return TensorCost(name, tuple(shape), group_axis, *full, list(groups), work, calls)

@@ -70,7 +70,8 @@ def _fd_elements(
     run = _element_run(ctx, name, chunks)
     call_cost = _element_call_cost(ctx)
     cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
-                    out, "axis0", call_cost, chunks.max_elements(), where)  # fmt: skip
+                    out, "axis0", call_cost, chunks.max_elements(), where,
+                    use_owners=not refining)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)
     left[cols] = True
     idxs = np.argwhere(left.reshape(t_all.shape))

@@ -38,8 +38,8 @@ credited with the other member's change (one-sided slopes at ``-2h`` up to 3e4 t
 rounding noise off those of single perturbations, 133 of 1e5 slopes, in 40 float32 ReLU convs
 3 -> 4 maps on 2x3x8x8 inputs, each followed by a 2x2 max-pool). Checked at ``+-2h`` such
 groups fall back. The price is ``2 B`` more real copies per group (:func:`worth_grouping`
-counts them). The complex step, with its single ``+h`` evaluation, and :func:`trial_overlaps`
-keep the code probes at ``+h``.
+counts them). The complex step, with its single ``+h`` evaluation, and the trials of
+:mod:`checks.engine.trials` keep the code probes at ``+h``.
 
 Notes
 -----
@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -70,14 +71,24 @@ from checks.engine import finite_diff
 __all__ = [
     "axis0_groups",
     "copies",
+    "decode",
     "evaluate_groups",
     "lattice_groups",
-    "trial_overlaps",
-    "try_periods",
+    "specs_for",
     "worth_grouping",
 ]
 
 Spec = tuple[np.ndarray, np.ndarray]
+
+
+class Owners(Protocol):
+    """Maps of outputs to cells (see :class:`checks.engine.trials.OwnerMaps`)."""
+
+    cell_of: np.ndarray
+
+    def __call__(self, pos: np.ndarray) -> np.ndarray | None: ...
+
+
 RunFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 """``run(specs, complex[, rows]) -> (bases (C, M, R), ys (C, M, R))``: one row per spec;
 ``bases`` is the unperturbed output evaluated in the same call as that spec; with ``rows`` (a
@@ -96,7 +107,7 @@ GROUP_OVERHEAD = 6000.0
 COMPLEX_WEIGHT = 2.0
 
 
-def worth_grouping(g: int, kind: str, copy_cost: float) -> bool:
+def worth_grouping(g: int, kind: str, copy_cost: float, mapped: bool = False) -> bool:
     """Whether evaluating ``g`` elements as one group costs less than one by one.
 
     Costs are in input elements pushed through forward (plus a fixed per-call overhead the
@@ -106,14 +117,15 @@ def worth_grouping(g: int, kind: str, copy_cost: float) -> bool:
     complex copy, a complex copy costing ``COMPLEX_WEIGHT`` real ones, ~1.75 measured on a
     small cnn_ref conv) and its decoding in Python (``GROUP_OVERHEAD`` elements' worth); one
     by one costs ``g`` times the stencil. Sizes only, never timings, so the choice (and every
-    number) is reproducible.
+    number) is reproducible. ``mapped``: the sources are known (no code probes, and for the
+    complex step no real copy).
     """
     if g < 2:
         return False
     # code probes and their complements at every probe point
-    bits = 2 * math.ceil(math.log2(g)) * len(_probe_points(kind))
+    bits = 0 if mapped else 2 * math.ceil(math.log2(g)) * len(_probe_points(kind))
     if kind == "complex":
-        grouped = (bits + 1 + COMPLEX_WEIGHT) * copy_cost + GROUP_OVERHEAD
+        grouped = (bits + (not mapped) + COMPLEX_WEIGHT) * copy_cost + GROUP_OVERHEAD
         return grouped < COMPLEX_WEIGHT * g * copy_cost
     n_st = len(finite_diff.REAL_STENCIL)
     return (bits + n_st) * copy_cost + GROUP_OVERHEAD < n_st * g * copy_cost
@@ -152,23 +164,25 @@ def _probe_points(kind: str) -> tuple[int, ...]:
     return (finite_diff.REAL_STENCIL.index(2.0), finite_diff.REAL_STENCIL.index(-2.0))
 
 
-def _specs_for(
-    t: np.ndarray, pos: np.ndarray, kind: str, rule
+def specs_for(
+    t: np.ndarray, pos: np.ndarray, kind: str, rule, mapped: bool = False
 ) -> tuple[list[Spec], list[Spec], dict]:
     """Real specs (stencil + code probes) and complex specs for one group.
 
     The real specs are the stencil points (the whole group moved; only ``+h`` for the complex
     step), then for each probe point of :func:`_probe_points` the ``B`` code probes and their
     ``B`` complements, the members moved by that point's own step (the same values as in the
-    stencil copy, so a single-source output repeats that copy bit for bit).
+    stencil copy, so a single-source output repeats that copy bit for bit). ``mapped``: the
+    sources are known (``evaluate_groups``'s ``owners``): no code probes, and for the complex
+    step no real copy either.
     """
     g = pos.size
-    n_bits = max(0, math.ceil(math.log2(g))) if g > 1 else 0
+    n_bits = max(0, math.ceil(math.log2(g))) if g > 1 and not mapped else 0
     tg = t[:, pos]
     h = finite_diff.step_sizes(tg, rule.h_central)
     vals, taken = finite_diff.perturbed_values(tg, h, finite_diff.REAL_STENCIL)
     real: list[Spec] = []
-    stencil = range(len(finite_diff.REAL_STENCIL)) if kind != "complex" else range(1)
+    stencil = range(len(finite_diff.REAL_STENCIL)) if kind != "complex" else range(1 - mapped)
     for k in stencil:
         real.append((pos, vals[k]))
     codes = np.arange(g)
@@ -185,7 +199,7 @@ def _specs_for(
             sel = ~((codes >> b) & 1).astype(bool)
             real.append((pos[sel], vals[k][:, sel]))
     cplx: list[Spec] = []
-    info = {"n_bits": n_bits, "taken": taken, "g": g, "points": points}
+    info = {"n_bits": n_bits, "taken": taken, "g": g, "points": points, "mapped": mapped}
     if kind == "complex":
         hc = finite_diff.step_sizes(tg, rule.h_complex)
         cv = tg.astype(rule.complex_dtype) + 1j * hc.astype(rule.complex_dtype)
@@ -311,7 +325,7 @@ def _read_sources(
     return src, aff
 
 
-def _decode(
+def decode(
     bases: np.ndarray,
     ys: np.ndarray,
     n_stencil: int,
@@ -451,10 +465,36 @@ def _padded(parts: Sequence[np.ndarray], width: int, fill: float) -> np.ndarray:
 
 
 #: float64 arrays of the size of a group's copy that decoding it holds at once (the sources
-#: and readings of :func:`_decode`, the temporaries of :func:`_real_fields`; ~10 counted)
+#: and readings of :func:`decode`, the temporaries of :func:`_real_fields`; ~10 counted)
 _DECODE_TEMPS = 16
 
 _Group = tuple[np.ndarray, list[Spec], list[Spec], dict]
+
+
+def _owned_sources(
+    part: Sequence[_Group],
+    rows: slice,
+    bases: np.ndarray,
+    ys: np.ndarray,
+    eps: float,
+    positions_differ: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decode`'s answer for groups whose sources are known: each group's map gives
+    the cell that moves each output of the samples ``rows`` (``-1`` none), and its members'
+    cells. An output is read as its owner's, if the owner is a member; an output that moves
+    at some stencil point (``ys``, ``(G, C, M, R)``, only the stencil) without a member owning
+    it proves the map wrong for that group (a conflict)."""
+    src = np.empty((len(part), *bases.shape[2:]), dtype=np.int32)
+    for gi, (pos, _, _, info) in enumerate(part):
+        lut = np.full(info["n_cells"] + 1, -1, dtype=np.int32)  # lut[-1]: no owner
+        lut[info["cells"]] = np.arange(pos.size)
+        src[gi] = lut[info["owners"][rows]]  # cells of no member: -1
+    aff = src >= 0
+    floor = _floor(bases[:, 0], positions_differ) if ys.shape[1] else np.zeros(0)
+    unowned = np.zeros_like(aff)
+    for k in range(ys.shape[1]):
+        unowned |= _moved(bases[:, k], ys[:, k], eps, floor) & ~aff
+    return src, aff, np.zeros(src.shape), _per_group(unowned)
 
 
 def _decode_groups(
@@ -471,14 +511,18 @@ def _decode_groups(
     """Decode groups of the same number of copies together (``bases``, ``ys``: (G, C, M, R);
     ``yc``: their complex copies (G, M, R)) and write the fields of those without a conflict
     and not in ``skip`` into ``out``; return which conflict."""
-    t_r, dy_r, ybar, rule, kind, dy_random, positions_differ = setting
+    t_r, dy_r, ybar, rule, kind, dy_random, positions_differ, rows = setting
     info0 = part[0][3]
     gs = np.array([info["g"] for _, _, _, info in part])
     n_st = 1 if kind == "complex" else len(finite_diff.REAL_STENCIL)
     bases = bases.astype(np.float64, copy=False)
     ys = ys.astype(np.float64, copy=False)
-    src, aff, disc, conflict = _decode(bases, ys, n_st, info0["n_bits"], rule.eps, gs,
-                                       info0["points"], positions_differ)  # fmt: skip
+    if info0["mapped"]:
+        src, aff, disc, conflict = _owned_sources(part, rows, bases, ys, rule.eps,
+                                                  positions_differ)  # fmt: skip
+    else:
+        src, aff, disc, conflict = decode(bases, ys, n_st, info0["n_bits"], rule.eps, gs,
+                                           info0["points"], positions_differ)  # fmt: skip
     if yc is not None:
         conflict |= _per_group((yc.imag != 0) & ~aff)
     keep = np.flatnonzero(~conflict & ~skip)
@@ -519,6 +563,7 @@ def evaluate_groups(
     where: np.ndarray | None = None,
     positions_differ: bool = True,
     decode_elements: int = 0,
+    owners: Owners | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Finite differences of every group's members, a few groups per forward call, decoded
     many groups at once (one at a time, numpy's per-call cost on the small arrays of a group
@@ -560,6 +605,11 @@ def evaluate_groups(
         float64 elements the temporaries of decoding may take at once besides the batch's
         outputs (packed copies: what the forward calls' half of the scratch leaves free),
         when more than ``max_elements`` leaves; at least one group's are always taken.
+    owners : Owners, optional
+        Where the sources are known, not measured: the map of outputs to cells each group
+        reads them off (:class:`checks.engine.trials.OwnerMaps`; a group holds at most one
+        position per cell). A group with a map takes its stencil only, and fails where an
+        output moves that no member owns; one whose map is ``None`` measures its sources.
 
     Returns
     -------
@@ -598,13 +648,17 @@ def evaluate_groups(
         conflicts = np.zeros(len(batch), dtype=bool)
         real_specs = [sp for _, r, _, _ in batch for sp in r]
         args = (rows,) if sliced else ()
-        bases_all, ys_real = run(real_specs, False, *args)
+        if real_specs:
+            bases_all, ys_real = run(real_specs, False, *args)
+        else:  # the complex step with known sources: its complex copies only
+            bases_all = ys_real = np.empty((0, len(range(m)[rows]), out_per_sample))
         ys_cplx = None
         if kind == "complex":
             _, ys_cplx = run([sp for _, _, c, _ in batch for sp in c], True, *args)
-        # groups of the same number of copies side by side are decoded together, as many at
-        # once as their temporaries fit in the room for them
+        # groups of the same number of copies (and way of reading sources) side by side are
+        # decoded together, as many at once as their temporaries fit in the room for them
         sizes = [len(r) for _, r, _, _ in batch]
+        ways = [info["owners"] is None for _, _, _, info in batch]
         offs = np.cumsum([0, *sizes])
         one = math.prod(ys_real.shape[1:])
         room = max_elements - (offs[-1] + len(batch) * (kind == "complex")) * one
@@ -612,7 +666,11 @@ def evaluate_groups(
         i0 = 0
         while i0 < len(batch):
             i1 = i0 + 1
-            while i1 < len(batch) and i1 - i0 < at_once and sizes[i1] == sizes[i0]:
+            while (
+                i1 < len(batch)
+                and i1 - i0 < at_once
+                and (sizes[i1], ways[i1]) == (sizes[i0], ways[i0])
+            ):
                 i1 += 1
             shape = (i1 - i0, sizes[i0], *ys_real.shape[1:])
             sel = slice(offs[i0], offs[i1])
@@ -620,15 +678,23 @@ def evaluate_groups(
             conflicts[i0:i1] = _decode_groups(
                 batch[i0:i1], skip[i0:i1], bases, ys,
                 None if ys_cplx is None else ys_cplx[i0:i1], rows, out, where,
-                (t[rows], dy[rows], ybar, rule, kind, dy_random, positions_differ),
+                (t[rows], dy[rows], ybar, rule, kind, dy_random, positions_differ, rows),
             )  # fmt: skip
             i0 = i1
         return conflicts
 
     budget = 0
     for pos in groups:
-        real, cplx, info = _specs_for(t, pos, kind, rule)
+        own, cells = None, None
+        if owners is not None:
+            own, cells = owners(pos), owners.cell_of[pos]
+        real, cplx, info = specs_for(t, pos, kind, rule, mapped=own is not None)
+        info["owners"], info["cells"] = own, cells
+        if owners is not None:
+            info["n_cells"] = int(owners.cell_of.max()) + 1
         cost = (len(real) + len(cplx)) * m * out_per_sample
+        if own is not None and (not batch or batch[-1][3]["owners"] is not own):
+            cost += own.nbytes // 8  # a map the batch holds (in float64 outputs' worth)
         if batch and budget + cost > max_elements:
             flush()
             budget = 0
@@ -639,71 +705,11 @@ def evaluate_groups(
     return out, fail
 
 
-def try_periods(
-    run: RunFn,
-    t: np.ndarray,
-    sample_shape: tuple[int, ...],
-    rule,
-    max_period: int,
-    kind: str = "richardson",
-    copy_cost: float = 0.0,
-    max_elements: int | None = None,
-    out_per_sample: int = 1,
-    positions_differ: bool = True,
-) -> int | None:
-    """The smallest lattice period whose trial group shows disjoint footprints, if any (and
-    only periods whose groups are large enough to be worth it and, with ``max_elements``,
-    small enough that one sample of a group's copies (:func:`copies`, ``out_per_sample``
-    outputs each) fits in it)."""
-    spatial = sample_shape[-min(2, len(sample_shape)) :]
-    for p in (2, 3, 4, 5, 6, 8, 12, 16):
-        if p > max_period or p >= max(spatial):
-            break
-        groups = lattice_groups(sample_shape, p)
-        trial = max(groups, key=len)
-        if not worth_grouping(trial.size, kind, copy_cost):
-            break
-        if max_elements is not None and copies(trial.size, kind) * out_per_sample > max_elements:
-            continue
-        if not trial_overlaps(run, t, trial, rule, max_elements, out_per_sample, positions_differ):
-            return p
-    return None
-
-
-def copies(g: int, kind: str) -> int:
+def copies(g: int, kind: str, mapped: bool = False) -> int:
     """Copies (rows of outputs held for decoding) that :func:`evaluate_groups` takes for a
     group of ``g``: the stencil, the code probes and their complements at every probe point,
-    and for the complex step its complex copy."""
-    n_bits = math.ceil(math.log2(g)) if g > 1 else 0
+    and for the complex step its complex copy (``mapped``: sources known, no probes and for
+    the complex step no real copy)."""
+    n_bits = math.ceil(math.log2(g)) if g > 1 and not mapped else 0
     bits = 2 * n_bits * len(_probe_points(kind))
-    return bits + (2 if kind == "complex" else len(finite_diff.REAL_STENCIL))
-
-
-def trial_overlaps(
-    run: RunFn,
-    t: np.ndarray,
-    positions: np.ndarray,
-    rule,
-    max_elements: int | None = None,
-    out_per_sample: int = 1,
-    positions_differ: bool = True,
-) -> bool:
-    """Whether the footprints of ``positions`` overlap (one +h probe and the code probes);
-    a slice of the samples at a time when the copies of every sample (``out_per_sample``
-    outputs each) would exceed ``max_elements``."""
-    real, _, info = _specs_for(t, positions, "complex", rule)  # "complex": +h and codes only
-    m = t.shape[0]
-    step = m
-    if max_elements is not None:
-        step = max(1, min(m, max_elements // max(1, len(real) * out_per_sample)))
-    for m0 in range(0, m, step):
-        args = (slice(m0, min(m, m0 + step)),) if step < m else ()
-        bases, ys = run(real, False, *args)
-        _, _, _, overlap = _decode(
-            bases.astype(np.float64, copy=False)[None], ys.astype(np.float64, copy=False)[None],
-            1, info["n_bits"], rule.eps, info["g"], positions_differ=positions_differ,
-        )  # fmt: skip
-        if overlap[0]:
-            return True
-        del bases, ys  # before the next slice's
-    return False
+    return bits + (2 - mapped if kind == "complex" else len(finite_diff.REAL_STENCIL))

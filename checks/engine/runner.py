@@ -34,6 +34,7 @@ from checks.engine.evaluation import (
     Chunks,
     Ctx,
     account_memory,
+    map_sharing,
     scratch_bytes,
     trial_groups,
 )
@@ -382,8 +383,9 @@ def _plan(
             group: int | None = ctx.batch_axis
         else:  # a copy is a forward on the whole input
             elements, calls, per_call, group = f_in + f_out, 1.0, coverage.CALL_OVERHEAD, None
+        shared = map_sharing(ctx, name, kinds[name]) if groups else 0
         costs.append(coverage.tensor_cost(name, tuple(t.shape), kinds[name], group, elements,
-                                          calls, per_call, groups, whole))  # fmt: skip
+                                          calls, per_call, groups, whole, shared))  # fmt: skip
         res[name] = rule.safety * (rule.eps if kinds[name] == "complex"
                                    else rule.eps / rule.h_central)  # fmt: skip
     budget = coverage.work_budget(f_in + f_out + coverage.CALL_OVERHEAD)

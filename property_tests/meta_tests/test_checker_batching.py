@@ -10,7 +10,7 @@ import pytest
 
 import cnn_ref
 from checks import GradientMismatchError, check_layer
-from checks.engine import finite_diff, grouping, tolerances
+from checks.engine import finite_diff, grouping, tolerances, trials
 from property_tests.meta_tests._tiny_layers import (
     BatchNormLike,
     Planted,
@@ -293,7 +293,7 @@ def test_groups_with_overlapping_footprints_fall_back(activation):
     rule = tolerances.rule_for(x.dtype)
     for period, overlap in ((2, True), (3, False)):
         groups = grouping.lattice_groups(x.shape[1:], period)
-        assert grouping.trial_overlaps(run, xf, max(groups, key=len), rule) is overlap
+        assert trials.trial_overlaps(run, xf, max(groups, key=len), rule) is overlap
     grouped, failed, _, kept = _grouped_and_single(layer, x, 2, 1, 9)
     np.testing.assert_array_equal(np.sort(failed), np.arange(xf.shape[1]))
     assert kept.size == 0 and np.all(np.isnan(grouped["value"]))
