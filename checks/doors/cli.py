@@ -536,7 +536,7 @@ def _run_jax(args: argparse.Namespace, target: JaxTarget, limit: tuple[int | Non
     """A JAX target ``(f, args)``: :func:`checks.jax.check_function` at the factory's
     arguments (``--dtype``: cast to it), ``--order 2`` its backward pass."""
     try:
-        target.refuse({"--input": args.input, "--input-shape": args.input_shape,
+        target.validate({"--input": args.input, "--input-shape": args.input_shape,
                        "--workers": args.workers})  # fmt: skip
         if args.dtype is not None:
             target.cast(args.dtype)

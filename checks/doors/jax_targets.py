@@ -94,7 +94,7 @@ class JaxTarget:
         self.f, self.args = f, tuple(args)
         self.__name__ = _name(f)
 
-    def refuse(self, given: Mapping[str, Any]) -> None:
+    def validate(self, given: Mapping[str, Any]) -> None:
         """Raise :class:`JaxTargetError` naming the first option of ``given`` (flag ->
         value, ``None`` when not given) that a JAX target cannot take, or saying that its
         arguments hold nothing to check."""
@@ -110,8 +110,11 @@ class JaxTarget:
                 f"to check: got {[type(a).__name__ for a in self.args]}"
             )
 
-    def _floating(self, leaf: Any) -> bool:
-        return isinstance(leaf, (np.ndarray, self._jax.Array)) and leaf.dtype.kind == "f"
+    def _floating(self, leaf: Any) -> bool:  # as the door decides (bfloat16 included)
+        jnp = self._jax.numpy
+        return isinstance(leaf, (np.ndarray, self._jax.Array)) and bool(
+            jnp.issubdtype(leaf.dtype, jnp.floating)
+        )
 
     def leaves(self) -> list[Any]:
         """The floating-point array leaves of the arguments (what is checked)."""
@@ -149,9 +152,10 @@ class JaxTarget:
         """:func:`checks.jax.check_function` of ``f`` at ``args`` (``options`` as for it)."""
         from checks.doors.jax_front import check_function
 
-        if options.get("executor") is not None:  # refused at the command line already
-            raise JaxTargetError("a JAX target is checked in this process (no executor)")
-        options.pop("executor", None)
+        if options.pop("executor", None) is not None:  # --workers is refused before this
+            raise JaxTargetError(
+                f"--workers does not apply to a JAX target: {REFUSED['--workers']}"
+            )
         return check_function(self.f, *self.args, order=order, **options)
 
     @contextlib.contextmanager
