@@ -355,3 +355,23 @@ def test_workers_run_the_check_on_a_process_pool(tmp_path: Path, capsys) -> None
     assert tx["n_mismatched"] == 1 and tuple(tx["worst_index"]) == (1, 0, 2, 3)
     assert "--workers 2" in data["reproduce"]
     capsys.readouterr()
+
+
+def test_without_jax_layers_run_and_a_jax_target_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """JAX is optional: the command line does not import it until a target is (f, args)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, checks.doors.cli; print('jax' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "False", proc.stderr
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ModuleNotFoundError
+    path = tmp_path / "np_pair.py"
+    path.write_text("import numpy as np\n\n\ndef make():\n    return np.tanh, (np.ones(3),)\n")
+    assert main(["layer", "cnn_ref:Flatten", "--input-shape", "2,3,2,2"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["layer", f"{path}:make"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a JAX target (f, args) is checked with checks.jax" in err[0]
+    assert "needs JAX: pip install" in err[0]

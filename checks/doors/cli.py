@@ -12,7 +12,11 @@ Subcommands
     it needs and the command exits 2. ``--json PATH``, ``--plot PATH`` and ``--html FILE``
     write the report as JSON, its heatmap, and a self-contained HTML page of the check. A
     ``torch.nn.Module`` is checked through :func:`checks.torch.check_module`, in its
-    parameters' dtype (or ``--dtype``'s); ``--order 2`` checks its double backward.
+    parameters' dtype (or ``--dtype``'s); ``--order 2`` checks its double backward. A JAX
+    target, a pair ``(f, args)`` of a JAX function and the tuple of its positional arguments
+    (what ``jax.test_util.check_grads(f, args, order)`` takes), is checked at those arguments
+    through :func:`checks.jax.check_function` (``--order 2``: its backward pass; ``--dtype``
+    casts its floating arrays; ``--input``, ``--input-shape`` and ``--workers`` are refused).
 ``function F VJP --input FILE``
     Check ``VJP(dy, *inputs)`` (one gradient per input) against finite differences of
     ``F(*inputs)`` (:func:`checks.check_vjp`), the inputs from a ``.npz`` with one array per
@@ -43,7 +47,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from checks.doors.jax_targets import ACCEPTED as JAX_ACCEPTED
+from checks.doors.jax_targets import JaxTarget, JaxTargetError, is_jax_target, pair_problem
 from checks.doors.torch_targets import ModuleTarget, is_module
+from checks.report.table import render_table
 
 __all__ = ["UsageError", "load_target", "main", "parse_shape"]
 
@@ -51,6 +58,7 @@ METHODS = ("auto", "central", "richardson", "complex")
 COVERAGES = ("auto", "full", "sampled", "projected")
 PRECISIONS = ("auto", "native")
 DTYPES = ("float64", "float32")
+_ACCEPTED = f"a layer (forward, backward, params), a torch nn.Module, or {JAX_ACCEPTED}"
 
 
 class UsageError(Exception):
@@ -131,34 +139,46 @@ def _resolve(target: str) -> Any:
 def load_target(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
     """Resolve ``module:attr`` or ``file.py:attr`` and return the layer it names or builds
     (a factory is called with ``kwargs``, the ``--arg`` values); a ``torch.nn.Module`` comes
-    back as a :class:`~checks.doors.torch_targets.ModuleTarget`.
+    back as a :class:`~checks.doors.torch_targets.ModuleTarget`, a pair ``(f, args)`` of a
+    JAX function and its arguments as a :class:`~checks.doors.jax_targets.JaxTarget`.
 
     Raises
     ------
     UsageError
         When TARGET is malformed, does not import, has no such attribute, the factory
-        raises, or the result lacks the layer protocol (forward, backward, params).
+        raises, or the result is none of the three (or a JAX target without JAX).
     """
     obj = _resolve(target)
-    if kwargs and (_is_layer(obj) or is_module(obj)):
-        raise UsageError(f"{target} is a layer, not a factory: --arg has nothing to pass to")
-    if not (_is_layer(obj) or is_module(obj)):
+    given = _is_layer(obj) or is_module(obj) or is_jax_target(obj)
+    if kwargs and given:
+        what = "a JAX target (f, args)" if is_jax_target(obj) else "a layer"
+        raise UsageError(f"{target} is {what}, not a factory: --arg has nothing to pass to")
+    if not given:
         if not callable(obj):
-            raise UsageError(f"{target} is neither a layer nor a callable factory")
+            raise UsageError(
+                f"{target} is an object of type {type(obj).__name__}, neither a callable "
+                f"factory nor what a factory returns: {_ACCEPTED}"
+            )
         try:
             obj = obj(**(kwargs or {}))
         except Exception as exc:
             raise UsageError(f"factory {target} raised {type(exc).__name__}: {exc}") from exc
     if is_module(obj):  # checked through checks.torch.check_module
         return ModuleTarget(obj)
+    if is_jax_target(obj):  # checked through checks.jax.check_function
+        try:
+            return JaxTarget(*obj)
+        except JaxTargetError as exc:
+            raise UsageError(f"{target}: {exc}") from exc
     if not _is_layer(obj):
         missing = [n for n in ("forward", "backward") if not callable(getattr(obj, n, None))] + (
             [] if isinstance(getattr(obj, "params", None), Mapping) else ["params (a dict)"]
         )
-        raise UsageError(
-            f"{target} returned an object of type {type(obj).__name__}, not a layer: "
-            f"missing {', '.join(missing)}"
-        )
+        problem = pair_problem(obj)
+        what = f"a pair, not a JAX target (f, args): {problem}" if problem else (
+            f"an object of type {type(obj).__name__}, not a layer: missing {', '.join(missing)}"
+        )  # fmt: skip
+        raise UsageError(f"{target} returned {what}; accepted: {_ACCEPTED}")
     return obj
 
 
@@ -213,7 +233,10 @@ def _build_parser() -> _Parser:
     layer = sub.add_parser(
         "layer",
         help="check one layer: python -m checks layer pkg.mod:factory --input-shape 2,3,8,8",
-        description="Check the gradients of the layer built by TARGET on a seeded random input.",
+        description="Check the gradients of what TARGET names or builds: a layer (forward, "
+        "backward, params) or a torch nn.Module, on a seeded random input; or a JAX target, a "
+        "pair (f, args) of a JAX function and the tuple of its positional arguments, at those "
+        "arguments (checks.jax.check_function).",
     )
     layer.add_argument("target", metavar="TARGET", help="package.module:factory or file.py:factory")
     layer.add_argument(
@@ -240,11 +263,13 @@ def _build_parser() -> _Parser:
         "--dtype",
         choices=DTYPES,
         default=None,
-        help="dtype of x (default: the layer's parameters' dtype, float64 without parameters)",
+        help="dtype of x (default: the layer's parameters' dtype, float64 without parameters); "
+        "of a JAX target's floating arrays (default: theirs)",
     )
     layer.add_argument(
         "--order", type=int, choices=(1, 2), default=1,
-        help="2: a torch nn.Module's double backward (gradgradcheck's check)",
+        help="2: a torch nn.Module's double backward (gradgradcheck's check), a JAX "
+        "target's backward pass",
     )  # fmt: skip
     for flag, kw in _SHARED_OPTIONS:
         layer.add_argument(flag, **kw)
@@ -285,63 +310,6 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, width=140 if piped else None)
 
 
-def _fmt(v: float | None) -> str:
-    if v is None or not np.isfinite(v):
-        return "-"
-    return f"{v:.1e}"
-
-
-def render_table(report: Any, console: Any) -> None:
-    """Print the per-tensor results of ``report`` as a coloured rich table."""
-    from rich.table import Table
-
-    title = (
-        f"{report.layer_name or 'layer'}: method {report.method}, coverage {report.coverage}, "
-        f"seed {report.seed}, {report.n_evals} forward calls, {report.elapsed:.2f} s"
-    )
-    table = Table(title=title, title_justify="left")
-    for col, justify in (
-        ("tensor", "left"),
-        ("shape", "left"),
-        ("dtype", "left"),
-        ("checked", "right"),
-        ("wrong", "right"),
-        ("max abs", "right"),
-        ("max rel", "right"),
-        ("worst", "left"),
-        ("result", "left"),
-    ):
-        table.add_column(
-            col,
-            justify=justify,  # type: ignore[arg-type]
-            no_wrap=True,
-        )
-    for t in report.tensors:
-        pct = 100.0 * t.fraction_checked
-        checked = f"{t.n_checked}/{t.n_total}" + (
-            f" ({pct:.0f} %)" if t.n_checked < t.n_total else ""
-        )
-        if t.projections:
-            checked += f" + {len(t.projections)} proj."
-        worst = "-" if t.worst_index is None else f"{t.name}[{', '.join(map(str, t.worst_index))}]"
-        table.add_row(
-            t.name,
-            str(tuple(t.shape)),
-            str(t.dtype),
-            checked,
-            str(t.n_mismatched),
-            _fmt(t.max_abs_err),
-            _fmt(t.max_rel_err),
-            worst,
-            "[bold green]PASS[/]" if t.ok else "[bold red]FAIL[/]",
-        )
-    console.print(table)
-    if report.kinks:
-        console.print(f"[yellow]{len(report.kinks)} kink(s) accepted as subgradients[/]")
-    for problem in report.problems:
-        console.print(f"[red]problem:[/] {problem}")
-
-
 def _memory_limit(text: str | None) -> tuple[int | None, str]:
     """The bytes a check may use and where that number comes from."""
     from checks.engine import memory
@@ -354,7 +322,9 @@ def _memory_limit(text: str | None) -> tuple[int | None, str]:
     return memory.available(), "available"
 
 
-def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
+def _fits(
+    tensors: int, limit: tuple[int | None, str], what: str, fix: str = "use a smaller --input-shape"
+) -> None:
     """Refuse (a UsageError: one line, exit 2) when a check of a layer whose tensors take
     ``tensors`` bytes would need more than ``limit``."""
     from checks.engine import memory
@@ -366,7 +336,7 @@ def _fits(tensors: int, limit: tuple[int | None, str], what: str) -> None:
             f"the check would need about {memory.format_bytes(need)} of memory ({what} "
             f"{memory.format_bytes(tensors)}, and up to {memory.FACTOR}x that, at least "
             f"{memory.format_bytes(memory.FLOOR)}, for the check), {memory.format_bytes(allowed)} "
-            f"{source}; use a smaller --input-shape"
+            f"{source}; {fix}"
         )
 
 
@@ -467,9 +437,12 @@ def reproduce_command(args: argparse.Namespace) -> str:
         cmd = ["python", "-m", "checks", "function", args.target, args.vjp,
                "--input", args.input, "--seed", str(args.seed)]  # fmt: skip
     else:
-        where = ["--input", args.input] if args.input else ["--input-shape", args.input_shape]
-        cmd = ["python", "-m", "checks", "layer", args.target, *where,
-               "--dtype", args.dtype, "--seed", str(args.seed)]  # fmt: skip
+        # a JAX target has no x (its arguments are the factory's), and a dtype only if given
+        shape = ["--input-shape", args.input_shape] if args.input_shape else []
+        where = ["--input", args.input] if args.input else shape
+        dtype = ["--dtype", args.dtype] if args.dtype else []
+        cmd = ["python", "-m", "checks", "layer", args.target, *where, *dtype,
+               "--seed", str(args.seed)]  # fmt: skip
         for pair in args.arg:
             cmd += ["--arg", pair]
     for flag, value, default in (
@@ -506,14 +479,19 @@ def infer_dtype(layer: Any) -> str:
 def _run_layer(args: argparse.Namespace) -> int:
     if args.input is not None and args.input_shape is not None:
         raise UsageError("give --input FILE or --input-shape, not both")
+    limit = _memory_limit(args.max_memory)
+    layer = load_target(args.target, parse_args_kv(args.arg))
+    if isinstance(layer, JaxTarget):
+        return _run_jax(args, layer, limit)
+    if args.order != 1 and not isinstance(layer, ModuleTarget):
+        raise UsageError(
+            f"--order {args.order} needs a torch nn.Module or {JAX_ACCEPTED}; "
+            f"{args.target} is a layer"
+        )
     given = load_input(args.input) if args.input is not None else None
     if given is None:
         args.input_shape = args.input_shape or "2,3,8,8"
     shape = parse_shape(args.input_shape) if given is None else tuple(given.shape)
-    limit = _memory_limit(args.max_memory)
-    layer = load_target(args.target, parse_args_kv(args.arg))
-    if args.order != 1 and not isinstance(layer, ModuleTarget):
-        raise UsageError(f"--order {args.order} needs a torch nn.Module; {args.target} is a layer")
     from checks.doors.api import check_layer
     from checks.engine import memory
 
@@ -552,6 +530,25 @@ def _run_layer(args: argparse.Namespace) -> int:
         return _counting_forward(layer, update)
 
     return _check_and_report(args, f"on x {shape} {args.dtype}", run, counting)
+
+
+def _run_jax(args: argparse.Namespace, target: JaxTarget, limit: tuple[int | None, str]) -> int:
+    """A JAX target ``(f, args)``: :func:`checks.jax.check_function` at the factory's
+    arguments (``--dtype``: cast to it), ``--order 2`` its backward pass."""
+    try:
+        target.validate({"--input": args.input, "--input-shape": args.input_shape,
+                       "--workers": args.workers})  # fmt: skip
+        if args.dtype is not None:
+            target.cast(args.dtype)
+    except JaxTargetError as exc:
+        raise UsageError(str(exc)) from exc
+    _fits(target.tensor_bytes(), limit, "the arguments, their gradients and the outputs take",
+          "give the factory smaller arrays")  # fmt: skip
+
+    def run(options: dict[str, Any]) -> Any:
+        return target.check(order=args.order, **options)
+
+    return _check_and_report(args, f"on {target.describe()}", run, target.counting)
 
 
 def _check_and_report(

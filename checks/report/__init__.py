@@ -10,6 +10,7 @@ The lowest layer of ``checks``: it imports nothing else from the package. The en
 - :mod:`~checks.report.hints`: the catalogue of known derivation mistakes, recognised from a
   tensor's analytic and numerical gradients;
 - :mod:`~checks.report.plotting`: heatmaps of the per-element error (matplotlib optional).
+- :mod:`~checks.report.table`: the command line's per-tensor table (``rich``).
 """
 
 from checks.report import data, messages, plotting
