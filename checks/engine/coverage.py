@@ -11,9 +11,12 @@ Cost (:func:`tensor_cost`) is counted in elements pushed through forward, inputs
 plus a fixed :data:`CALL_OVERHEAD` per call: a function of shapes and of the grouping trials'
 verdicts only, never of timings, so a plan (and every number of a check) is reproducible from
 ``seed``. Where a trial found groups of elements with disjoint footprints
-(:func:`checks.engine.evaluation.trial_groups`), a group costs its code probes and stencil
+(:func:`checks.engine.tensor_groups.trial_groups`), a group costs its code probes and stencil
 once for all its members, and samples are drawn group by group, so that what is sampled is
-evaluated as cheaply per element as a full check would be. The budget
+evaluated as cheaply per element as a full check would be. A whole tensor whose groups share
+maps of outputs to cells (:mod:`checks.engine.trials`) costs each group its stencil and a
+share of its map's probe instead of its code probes; a sample of groups is costed without
+(its groups seldom share a map enough to pay for it). The budget
 (:func:`work_budget`) is :data:`FORWARD_MULTIPLE` forward passes on the caller's input, and
 at least :data:`WORK_BUDGET`.
 

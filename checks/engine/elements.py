@@ -1,4 +1,5 @@
-"""Numerical derivatives of the elements of a tensor that is not packed along the batch
+"""Numerical derivatives of a tensor's elements: of a tensor packed along the batch axis
+(:class:`checks.engine.evaluation.Packed`), and of one that is not packed along the batch
 axis (a layer's parameters, ``check_vjp``'s other inputs): in groups with disjoint footprints
 where a trial allows, else one forward call per stencil point, and where one element's
 outputs would not fit the scratch, each output reduced as it arrives (in slices; a
@@ -18,28 +19,50 @@ import numpy as np
 from checks.engine import finite_diff
 from checks.engine.dispatch import Call
 from checks.engine.evaluation import (
-    _COMPLEX_FIELDS,
-    _REDUCE_ROWS,
     CHUNK_ELEMENTS,
+    COMPLEX_FIELDS,
     ELEMENT_GROUP,
     FD_FIELDS,
     JUDGE_ARRAYS,
+    REDUCE_ROWS,
     Chunks,
     Ctx,
-    _complex_value,
-    _element_call_cost,
-    _element_run,
-    _expand,
-    _fd_packed,
-    _grouped,
+    Packed,
     check_out_shape,
+    complex_value,
+    element_call_cost,
+    element_run,
+    expand,
     reduce_outputs,
     scratch_bytes,
 )
 from checks.engine.streaming import Sums, complex_sums
 from checks.engine.targets import borrowing, fmt_index
+from checks.engine.tensor_groups import grouped
 
 __all__ = ["finite_differences", "row_slices", "sample_slices"]
+
+
+def _fd_packed(
+    ctx: Ctx,
+    name: str,
+    mask: np.ndarray,
+    kind: str,
+    compact: bool = False,
+    refining: bool = False,
+) -> dict[str, np.ndarray]:
+    """Numerical derivatives of the masked elements of a packable tensor, many per call:
+    disjoint-footprint groups where a trial allows (:func:`grouped`), the rest one by one
+    (see :class:`Packed`). ``compact``: the fields of the masked elements only, 1-D in their
+    C order."""
+    pk = Packed(ctx, name, mask, kind, compact, refining)
+    # decoding: a quarter of the scratch (the forward calls' half, less the layer's cache of
+    # its last call) is free while the outputs are decoded
+    cols = grouped(ctx, name, pk.run, pk.xf, pk.xb.shape[1:], pk.cols, kind, pk.dym, pk.out,
+                   "lattice", pk.xf.size, pk.chunks.max_elements(), pk.where,
+                   pk.chunks.scratch // 32, use_owners=not refining)  # fmt: skip
+    pk.one_by_one(cols)
+    return pk.results(compact)
 
 
 def _fd_elements(
@@ -58,7 +81,7 @@ def _fd_elements(
     k = len(stencil)
     y0 = ctx.y0.reshape(1, -1)
     dym = ctx.dy64.reshape(1, -1)
-    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    fields = COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
     cols = np.flatnonzero(mask.reshape(-1))
     out = {f: np.full((1, cols.size), np.nan) for f in fields}
     where = np.full(t_all.size, -1, dtype=np.intp)
@@ -67,9 +90,9 @@ def _fd_elements(
     osz = 16 if kind == "complex" else 8
     chunks = Chunks(scratch_bytes(ctx, name, held), 0, y0.shape[1], osz, kind, ctx.remote_depth)
 
-    run = _element_run(ctx, name, chunks)
-    call_cost = _element_call_cost(ctx)
-    cols = _grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
+    run = element_run(ctx, name, chunks)
+    call_cost = element_call_cost(ctx)
+    cols = grouped(ctx, name, run, t_all.reshape(1, -1), t_all.shape, cols, kind, dym,
                     out, "axis0", call_cost, chunks.max_elements(), where,
                     use_owners=not refining)  # fmt: skip
     left = np.zeros(t_all.size, dtype=bool)
@@ -77,7 +100,7 @@ def _fd_elements(
     idxs = np.argwhere(left.reshape(t_all.shape))
     left_flat = np.flatnonzero(left)  # the same elements (argwhere is in C order)
     per_group = max(1, min(ELEMENT_GROUP, CHUNK_ELEMENTS // max(1, k * y0.shape[1])))
-    per_el = k * y0.shape[1] * osz * (1 + _REDUCE_ROWS)
+    per_el = k * y0.shape[1] * osz * (1 + REDUCE_ROWS)
     if per_el > chunks.scratch:
         # one element's outputs do not fit the scratch: each reduced as it arrives (here)
         _elements_streamed(ctx, name, kind, idxs, per_group, out, where[left_flat], chunks.scratch)
@@ -91,7 +114,7 @@ def _fd_elements(
     if compact:  # every masked element (cols is now only those left after the groups)
         n_masked = int(np.count_nonzero(where >= 0))
         return {f: store.get(f, np.full(n_masked, np.nan)) for f in FD_FIELDS}
-    return _expand(store, np.flatnonzero(where >= 0), t_all.shape)
+    return expand(store, np.flatnonzero(where >= 0), t_all.shape)
 
 
 def _elements_one_by_one(
@@ -113,7 +136,7 @@ def _elements_one_by_one(
     k = len(stencil)
     y0 = ctx.y0.reshape(1, -1)
     dym = ctx.dy64.reshape(1, -1)
-    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    fields = COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
 
     def calls() -> Iterator[tuple[Call, tuple[Any, ...]]]:
         for start in range(0, len(idxs), per_group):
@@ -122,7 +145,7 @@ def _elements_one_by_one(
             taken = None
             if kind == "complex":
                 h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-                vals = _complex_value(t, h, ctx.rule)[None]
+                vals = complex_value(t, h, ctx.rule)[None]
             else:
                 h = finite_diff.step_sizes(t, ctx.rule.h_central)
                 vals, taken = finite_diff.perturbed_values(t, h, stencil)
@@ -175,13 +198,13 @@ def _elements_streamed(
     scratch: every output reduced as it arrives (:func:`_streamed`,
     :func:`_streamed_complex`), in this process."""
     t_all = ctx.target.value(name)
-    fields = _COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
+    fields = COMPLEX_FIELDS if kind == "complex" else FD_FIELDS
     for start in range(0, len(idxs), per_group):
         group = [tuple(int(i) for i in row) for row in idxs[start : start + per_group]]
         t = np.array([t_all[i] for i in group], dtype=t_all.dtype)
         if kind == "complex":
             h = finite_diff.step_sizes(t, ctx.rule.h_complex)
-            fd = _streamed_complex(ctx, name, group, _complex_value(t, h, ctx.rule), h, t, scratch)
+            fd = _streamed_complex(ctx, name, group, complex_value(t, h, ctx.rule), h, t, scratch)
         else:
             h = finite_diff.step_sizes(t, ctx.rule.h_central)
             vals, taken = finite_diff.perturbed_values(t, h, finite_diff.REAL_STENCIL)

@@ -29,17 +29,10 @@ from checks.engine import (
 from checks.engine import precision as precision_probe
 from checks.engine.directions import Directional, complex_ok
 from checks.engine.dispatch import Dispatcher
-from checks.engine.evaluation import (
-    CHUNK_ELEMENTS,
-    Chunks,
-    Ctx,
-    account_memory,
-    map_sharing,
-    scratch_bytes,
-    trial_groups,
-)
+from checks.engine.evaluation import CHUNK_ELEMENTS, Chunks, Ctx, account_memory, scratch_bytes
 from checks.engine.judgement import check_tensor, reads_nothing
 from checks.engine.targets import LayerTarget, Target, VjpTarget, borrowing, fmt_index
+from checks.engine.tensor_groups import map_sharing, trial_groups
 from checks.report import Report, TensorReport
 from checks.report.errors import GradcheckError, GradientMismatchError, LayerContractError
 from checks.report.messages import format_report
@@ -361,7 +354,7 @@ def _plan(
     The cost of each tensor's full check is a function of shapes (elements pushed through
     forward per copy, :func:`checks.engine.coverage.tensor_cost`) and, for ``auto`` and
     ``sampled``, of the groups of disjoint footprints a trial finds now
-    (:func:`checks.engine.evaluation.trial_groups`; the evaluation reuses the verdict), so
+    (:func:`checks.engine.tensor_groups.trial_groups`; the evaluation reuses the verdict), so
     that a tensor grouping makes cheap is checked whole and a sample is drawn group by group.
     """
     target, rule = ctx.target, ctx.rule

@@ -111,7 +111,7 @@ def test_packed_and_unpacked_evaluations_agree(method):
 def test_grouped_perturbations_agree_with_one_by_one(monkeypatch):
     """Elements with disjoint output footprints are perturbed together (checks.engine.grouping);
     the numbers must be those of perturbing them one at a time."""
-    import checks.engine.evaluation as evaluation
+    import checks.engine.tensor_groups as tensor_groups
     from checks.engine import grouping
 
     monkeypatch.setattr(grouping, "GROUP_OVERHEAD", 0.0)  # group even where it does not pay
@@ -123,7 +123,7 @@ def test_grouped_perturbations_agree_with_one_by_one(monkeypatch):
         assert "x: lattice period 3" in grouped.batching
         assert "K: grouped along axis 0" in grouped.batching
         with monkeypatch.context() as m:
-            m.setattr(evaluation, "_MIN_GROUPED", 10**9)
+            m.setattr(tensor_groups, "_MIN_GROUPED", 10**9)
             single = check_layer(layer, x, method=method, coverage="full")
         assert "disjoint-footprint" not in single.batching
         for tg, ts in zip(grouped.tensors, single.tensors, strict=True):

@@ -148,7 +148,7 @@ def test_an_element_whose_outputs_do_not_fit_is_reduced_output_by_output(
 
     monkeypatch.setattr(elements, spied, spy)
     sliced = _spy_samples(monkeypatch)
-    per_element = points * x.shape[0] * 6 * 14 * 14 * size * (1 + evaluation._REDUCE_ROWS)
+    per_element = points * x.shape[0] * 6 * 14 * 14 * size * (1 + evaluation.REDUCE_ROWS)
     _squeeze(monkeypatch, per_element + (64 << 10))  # one element fits
     fits = check_layer(layer, x, coverage="full", method=method)
     assert not streamed

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from checks import GradientMismatchError, check_layer
-from checks.engine import evaluation, grouping, tolerances, trials
+from checks.engine import grouping, tensor_groups, tolerances, trials
 from property_tests.meta_tests._tiny_layers import Planted, conv
 
 RULE = tolerances.rule_for(np.float64)
@@ -89,7 +89,7 @@ def test_mapped_groups_agree_with_measured_sources(method, probes, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(trials, "pays", lambda *a: False)
         measured = check_layer(layer, x, method=method, coverage="full")
-        m.setattr(evaluation, "_MIN_GROUPED", 10**9)
+        m.setattr(tensor_groups, "_MIN_GROUPED", 10**9)
         single = check_layer(layer, x, method=method, coverage="full")
     assert mapped.n_evals < measured.n_evals
     for other in (measured, single):
@@ -119,7 +119,7 @@ def test_a_map_that_owns_nothing_sends_every_group_one_by_one(method, probes, mo
     x = rng.standard_normal((2, 3, 9, 9))
     layer = conv(rng, 3, 8, 3)
     with monkeypatch.context() as m:
-        m.setattr(evaluation, "_MIN_GROUPED", 10**9)
+        m.setattr(tensor_groups, "_MIN_GROUPED", 10**9)
         single = check_layer(layer, x, method=method, coverage="full")
     counting = trials.cell_owners  # the fixture's
     monkeypatch.setattr(
