@@ -197,13 +197,21 @@ def _owner_maps(
     }  # fmt: skip
     if not paying:
         return None
+    if name not in ctx.packed:  # one call per copy, on every sample: probed now, and only
+        # if its copies fit (a failed map's groups would take code probes the caller did not
+        # count: no map then)
+        n_cells = int(cell_of.max()) + 1
+        if trials.probe_copies(n_cells) * r_out > max_elements or len(paying) > 1:
+            return None
+        owners = trials.cell_owners(run, tf, np.where(map_of == min(paying), cell_of, -1),
+                                    ctx.rule)  # fmt: skip
+        return None if owners is None else trials.OwnerMaps(lambda _: owners, map_of, cell_of)
 
     def probe(map_id: int) -> np.ndarray | None:
         if map_id not in paying:
             return None
         cells = np.where(map_of == map_id, cell_of, -1)
-        step = max_elements if name in ctx.packed else None
-        return trials.cell_owners(run, tf, cells, ctx.rule, step, r_out, name in ctx.packed)
+        return trials.cell_owners(run, tf, cells, ctx.rule, max_elements, r_out, True)
 
     return trials.OwnerMaps(probe, map_of, cell_of)
 
