@@ -81,6 +81,18 @@ def test_a_module_passes_as_it_does_serially(process_pool: Executor) -> None:
     ]  # fmt: skip
 
 
+def test_a_module_instance_is_a_function_that_pickles(process_pool: Executor) -> None:
+    """An ``nn.Module`` given to check_function as ``fn``: x is checked, the module goes to
+    the workers with its parameters as they are."""
+    net = SmallCNN(bug="dx_one_element").double()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for executor in (None, process_pool):
+        with pytest.raises(GradientMismatchError) as ei:
+            ct.check_function(net, x.requires_grad_(True), executor=executor)
+        (tr,) = ei.value.report.tensors  # (named inputs[0]: a module's call takes *args)
+        assert [tuple(int(i) for i in r) for r in np.argwhere(tr.mismatch)] == [ONE_DX]
+
+
 def test_order_2_runs_on_the_workers_too(process_pool: Executor) -> None:
     inputs = tf.conv_inputs(seed=3)
     serial = ct.check_function(tf.conv, *inputs, order=2)
