@@ -119,6 +119,14 @@ class DoubleBackward:
         self.devices = [inputs[i].device for i in checked] + [outs[k].device for k in self.diff]
         self.unreached: set[str] = set()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What an executor's worker needs for :meth:`forward`: not the checked inputs nor
+        the host arrays (every call brings their values)."""
+        state = dict(vars(self))
+        state["inputs"] = [None if i in self.checked else a for i, a in enumerate(self.inputs)]
+        state["arrays"] = []
+        return state
+
     # -- evaluation ------------------------------------------------------------------------
     def _grads(
         self, arrays: Sequence[np.ndarray], create_graph: bool

@@ -30,6 +30,7 @@ from checks.doors.api import check_vjp
 from checks.doors.torch_double import DoubleBackward
 from checks.doors.torch_double import tensor_outputs as _flat_outputs
 from checks.doors.torch_double import torch_module as _torch
+from checks.doors.torch_executor import FunctionalCall, Named, refuse
 from checks.doors.torch_names import arg_names, label
 from checks.report.errors import GradcheckError
 from checks.report.messages import format_report
@@ -51,6 +52,9 @@ class _Wrapped:
     A check calls ``forward`` hundreds of times on small arrays, so its own cost per call
     counts: CPU inputs are wrapped with ``torch.from_numpy`` (no copy, a third of the cost of
     ``torch.as_tensor``) and tensors made for a call without gradients are used as they are.
+
+    It pickles, for an executor's workers, whenever ``fn`` and the unchecked inputs do
+    (:meth:`__getstate__`).
     """
 
     def __init__(self, fn: Callable[..., Any], inputs: Sequence[Any], checked: list[int]) -> None:
@@ -58,6 +62,18 @@ class _Wrapped:
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.torch = _torch()
         self.cpu = [self.inputs[i].device.type == "cpu" for i in checked]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker needs: not ``torch`` (it imports its own) nor the checked inputs
+        (every call brings their values)."""
+        state = dict(vars(self))
+        del state["torch"]
+        state["inputs"] = [None if i in self.checked else a for i, a in enumerate(self.inputs)]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.torch = _torch()
 
     def _args(self, arrays: Sequence[np.ndarray], grad: bool) -> tuple[list[Any], list[Any]]:
         torch = self.torch
@@ -152,7 +168,9 @@ def check_function(fn: Callable[..., Any], *inputs: Any, order: int = 1, **optio
     **options
         As for :func:`checks.check_vjp` (``method``, ``coverage``, ``rtol``, ``atol``,
         ``seed``, ``precision``, ``batch_axis``; ``dy`` in the output's shape, or one flat
-        array over every output when there are several).
+        array over every output when there are several; ``executor`` when ``fn`` and the
+        arguments passed as they are pickle and every tensor is on the CPU, at both orders:
+        :mod:`checks.doors.torch_executor`).
 
     Returns
     -------
@@ -164,12 +182,17 @@ def check_function(fn: Callable[..., Any], *inputs: Any, order: int = 1, **optio
     GradientMismatchError, LayerContractError
         As :func:`checks.check_vjp`, with the same names. At ``order=2`` a backward computed
         outside autograd (detach, numpy, no_grad) is a LayerContractError that says so.
+    TypeError, ValueError
+        With an ``executor``: ``fn`` (or an argument) that cannot be pickled, a tensor off
+        the CPU, a process pool that forks while torch runs several threads
+        (:func:`checks.doors.torch_executor.refuse`).
     """
     torch = _torch()
     checked = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("check_function needs at least one input tensor with requires_grad=True")
     names = _names(fn, len(inputs))
+    refuse(options.get("executor"), f"fn {label(fn)}", fn, zip(names, inputs, strict=True))
     if order == 2:
         return _check_double(fn, inputs, checked, names, options)
     if order != 1:
@@ -178,8 +201,7 @@ def check_function(fn: Callable[..., Any], *inputs: Any, order: int = 1, **optio
     arrays = [inputs[i].detach().cpu().numpy() for i in checked]
     rename = {f"inputs[{k}]": names[i] for k, i in enumerate(checked)}
     try:
-        report = check_vjp(_named(wrapped.forward, label(fn)), wrapped.vjp, *arrays,
-                           **options)  # fmt: skip
+        report = check_vjp(Named(wrapped.forward, label(fn)), wrapped.vjp, *arrays, **options)
     except GradcheckError as err:
         raise _renamed(err, rename) from err.__cause__
     _rename(report, rename)
@@ -197,7 +219,7 @@ def _check_double(
     g.probe()
     rename = {f"inputs[{k}]": name for k, name in enumerate(g.names)}
     try:
-        report = check_vjp(_named(g.forward, g.__name__), g.vjp, *g.arrays, **options)
+        report = check_vjp(Named(g.forward, g.__name__), g.vjp, *g.arrays, **options)
     except GradcheckError as err:
         new = _renamed(err, rename)
         note = g.note(new.report)
@@ -210,27 +232,18 @@ def _check_double(
     return report
 
 
-def _named(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        return fn(*args)
-
-    call.__name__ = name
-    return call
-
-
 def check_module(module: Any, x: Any, **options: Any) -> Any:
     """Check ``module(x)``'s gradients with respect to ``x`` and every parameter that
     requires grad (named as in ``named_parameters()``), through
     ``torch.func.functional_call``. ``x`` is checked whether or not it requires grad.
-    ``order=2`` checks the double backward, as :func:`check_function` does."""
-    torch = _torch()
+    ``order=2`` checks the double backward, and ``executor=`` runs the forward calls on
+    other processes (a module of a class defined at module level, on the CPU), as
+    :func:`check_function` does."""
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     keys = [n for n, _ in named]
-
-    def fn(x: Any, *params: Any) -> Any:
-        return torch.func.functional_call(module, dict(zip(keys, params, strict=True)), (x,))
-
-    fn.__name__ = type(module).__name__
+    tensors = [("x", x), *module.named_parameters(), *module.named_buffers()]
+    refuse(options.get("executor"), f"module {type(module).__name__}", module, tensors)
+    fn = FunctionalCall(module, keys)
     x_in = x.detach().clone().requires_grad_(True)
     params = [p.detach().clone().requires_grad_(True) for _, p in named]
     try:
