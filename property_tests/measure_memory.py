@@ -107,6 +107,13 @@ CASES: dict[str, Callable[[], tuple]] = {
     "test": _conv(8, 8, (8, 8, 32, 32)),
     # issue 12's layer (benchmarks/bench_scale.py), default options
     "issue12": _conv(16, 32, (8, 16, 32, 32), convention="xcorr", activation="tanh"),
+    # benchmarks/bench_scale.py's growth table, full coverage (131k and ~1M elements)
+    "growth-131k": _conv(
+        4, 8, (8, 4, 64, 64), convention="xcorr", activation="tanh", options={"coverage": "full"}
+    ),
+    "growth-1m": _conv(
+        4, 8, (16, 4, 128, 128), convention="xcorr", activation="tanh", options={"coverage": "full"}
+    ),
     "bench-conv-small": _bench("conv", (2, 3, 8, 8), (4, 3, 3, 3)),
     "bench-conv-large": _bench("conv", (4, 4, 16, 16), (8, 4, 3, 3)),
     "bench-subsample": _bench("subsample", (4, 4, 16, 16), (4, 2)),

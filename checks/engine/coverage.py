@@ -138,7 +138,7 @@ def _copies(g: int, kind: str, shared: int = 0) -> tuple[float, int]:
     if g == 1:
         return (0, 1) if kind == "complex" else (len(finite_diff.REAL_STENCIL), 0)
     n = grouping.copies(g, kind, mapped=shared > 0)
-    probe = trials.probe_copies(g) / shared if shared > 0 else 0.0
+    probe = trials.probe_copies(g, kind) / shared if shared > 0 else 0.0
     return (n - 1 + probe, 1) if kind == "complex" else (n + probe, 0)
 
 

@@ -464,6 +464,11 @@ def _padded(parts: Sequence[np.ndarray], width: int, fill: float) -> np.ndarray:
     return out
 
 
+#: a group of complex copies only (the complex step reading a map) against the outputs' budget
+#: of the scratch, which counts a group's copies at 10 bytes each (one complex among several
+#: real ones, see checks.engine.evaluation.Chunks): 16 bytes each
+_ALL_COMPLEX = 1.6
+
 #: float64 arrays of the size of a group's copy that decoding it holds at once (the sources
 #: and readings of :func:`decode`, the temporaries of :func:`_real_fields`; ~10 counted)
 _DECODE_TEMPS = 16
@@ -630,6 +635,10 @@ def evaluate_groups(
         if not batch:
             return
         n_rows = sum(len(r) + len(c) for _, r, c, _ in batch)
+        if any(info["owners"] is not None for _, _, _, info in batch):
+            # groups reading a map hold so few copies that the samples would not be cut:
+            # one group's decoding temporaries for the samples of a slice count too
+            n_rows = math.ceil(_ALL_COMPLEX * n_rows) + _DECODE_TEMPS
         step = max(1, min(m, max_elements // max(1, n_rows * out_per_sample)))
         bad = np.zeros(len(batch), dtype=bool)
         for m0 in range(0, m, step):
@@ -693,6 +702,8 @@ def evaluate_groups(
         if owners is not None:
             info["n_cells"] = int(owners.cell_of.max()) + 1
         cost = (len(real) + len(cplx)) * m * out_per_sample
+        if own is not None and not real:  # complex copies only: counted at their full size
+            cost = math.ceil(_ALL_COMPLEX * cost)
         if own is not None and (not batch or batch[-1][3]["owners"] is not own):
             cost += own.nbytes // 8  # a map the batch holds (in float64 outputs' worth)
         if batch and budget + cost > max_elements:

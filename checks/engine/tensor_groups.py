@@ -42,10 +42,12 @@ def _grouping_key(
     how: str,
     copy_cost: float,
     max_elements: int,
+    n_groups: int = 0,
 ) -> str:
     """The grouping of ``name`` that passed its trial for ``kind`` ("" when none did), tried
     once per run and kept in ``ctx.groupings`` (the coverage plan may ask first, see
-    :func:`trial_groups`; the evaluation then reuses the answer)."""
+    :func:`trial_groups`; the evaluation then reuses the answer). ``n_groups``: how many
+    groups along axis 0 the evaluation asking will take (0: not known)."""
     key = ctx.groupings.get(f"{name}/{kind}")
     if key is not None:
         return key
@@ -57,7 +59,7 @@ def _grouping_key(
         )  # fmt: skip
         key = f"lattice period {p}" if p else ""
     elif how == "axis0" and len(shape) >= 1:
-        key = _axis0_key(ctx, name, run, tf, shape, kind, r_out, copy_cost, max_elements)
+        key = _axis0_key(ctx, name, run, tf, shape, kind, r_out, copy_cost, max_elements, n_groups)
     ctx.groupings[f"{name}/{kind}"] = key
     return key
 
@@ -75,13 +77,32 @@ def _axis0_key(
     r_out: int,
     copy_cost: float,
     max_elements: int,
+    n_groups: int = 0,
 ) -> str:
-    """Grouping a parameter along its first axis, where a trial group shows no overlap."""
+    """Grouping a parameter along its first axis, where a trial shows no overlap.
+
+    The trial is a group of elements; or, where ``n_groups`` groups will read it and pay for
+    it, the probe of the map of its slices (:func:`checks.engine.trials.cell_owners`, kept in
+    ``ctx.owners`` for them), which proves more; or none for a tensor that is one group (its
+    own code probes verify it, and a trial would only add to them).
+    """
     n0 = shape[0]
+    if (
+        n_groups
+        and trials.pays(n_groups, n0, n0, kind)
+        and trials.probe_fits(n0, kind, r_out, max_elements)
+    ):
+        owners = trials.cell_owners(run, tf, np.arange(tf.shape[1]) // (tf.shape[1] // n0),
+                                    ctx.rule, kind)  # fmt: skip
+        if owners is not None:
+            ctx.owners[name] = owners
+            return _AXIS0
     if (
         grouping.worth_grouping(n0, kind, copy_cost)
         and grouping.copies(n0, kind) * r_out <= max_elements
     ):
+        if tf.shape[1] == n0:  # one group
+            return _AXIS0
         trial = grouping.axis0_groups(shape)[0]
         overlap = trials.trial_overlaps(
             run, tf, trial, ctx.rule, max_elements, r_out, positions_differ=False
@@ -128,7 +149,12 @@ def grouped(
     if cols.size < _MIN_GROUPED:
         return cols
     r_out = dym.shape[1]
-    key = _grouping_key(ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements)
+    n_groups = 0
+    if how == "axis0" and use_owners:  # groups holding some of cols
+        n_groups = np.unique(cols % (tf.shape[1] // shape[0])).size
+    key = _grouping_key(
+        ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements, n_groups
+    )
     if not key:
         return cols
     wanted = np.zeros(tf.shape[1], dtype=bool)
@@ -191,27 +217,28 @@ def _owner_maps(
         [int(map_of[g[0]]) for g in groups if g.size], minlength=int(map_of.max()) + 1
     )
     largest = max((g.size for g in groups), default=0)
+    cells_in = {int(m): int(cell_of[map_of == m].max()) + 1 for m in np.flatnonzero(uses)}
     paying = {
-        int(m) for m in np.flatnonzero(uses)
-        if trials.pays(int(uses[m]), int(cell_of[map_of == m].max()) + 1, largest, kind)
+        m for m, n in cells_in.items()
+        if trials.pays(int(uses[m]), n, largest, kind)
+        and trials.probe_fits(n, kind, r_out, max_elements)
     }  # fmt: skip
     if not paying:
         return None
-    if name not in ctx.packed:  # one call per copy, on every sample: probed now, and only
-        # if its copies fit (a failed map's groups would take code probes the caller did not
-        # count: no map then)
+    if name not in ctx.packed:  # one call per copy, on every sample: probed now (unless its
+        # trial was the probe), and only if its copies fit (a failed map's groups would take
+        # code probes the caller did not count: no map then)
         n_cells = int(cell_of.max()) + 1
-        if trials.probe_copies(n_cells) * r_out > max_elements or len(paying) > 1:
-            return None
-        owners = trials.cell_owners(run, tf, np.where(map_of == min(paying), cell_of, -1),
-                                    ctx.rule)  # fmt: skip
+        owners = ctx.owners.pop(name, None)
+        if owners is None and trials.probe_fits(n_cells, kind, r_out, max_elements):
+            owners = trials.cell_owners(run, tf, cell_of, ctx.rule, kind)
         return None if owners is None else trials.OwnerMaps(lambda _: owners, map_of, cell_of)
 
     def probe(map_id: int) -> np.ndarray | None:
         if map_id not in paying:
             return None
         cells = np.where(map_of == map_id, cell_of, -1)
-        return trials.cell_owners(run, tf, cells, ctx.rule, max_elements, r_out, True)
+        return trials.cell_owners(run, tf, cells, ctx.rule, kind, max_elements, r_out, True)
 
     return trials.OwnerMaps(probe, map_of, cell_of)
 

@@ -37,7 +37,15 @@ from checks.engine.grouping import (
     worth_grouping,
 )
 
-__all__ = ["OwnerMaps", "cell_owners", "pays", "probe_copies", "trial_overlaps", "try_periods"]
+__all__ = [
+    "OwnerMaps",
+    "cell_owners",
+    "pays",
+    "probe_copies",
+    "probe_fits",
+    "trial_overlaps",
+    "try_periods",
+]
 
 #: the slices' random step factors are drawn from this seed (a check's plan is reproducible)
 _FACTOR_SEED = 0x51CE
@@ -113,10 +121,25 @@ def cell_dtype(n_cells: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-def probe_copies(n_cells: int) -> int:
-    """Copies :func:`cell_owners` takes for ``n_cells`` cells: every cell moved at ``+2h`` and
-    ``-2h``, and at each the code probes and their complements."""
-    return 2 + 4 * (math.ceil(math.log2(n_cells)) if n_cells > 1 else 0)
+def _points(kind: str) -> tuple[float, ...]:
+    """Multiples of ``h`` at which :func:`cell_owners` moves the cells for ``kind``: where the
+    groups that read the map take their code probes (``+-2h`` for the real methods, see
+    :mod:`checks.engine.grouping`; one point for the complex step, whose groups also check
+    that no imaginary part appears without an owner)."""
+    return (2.0,) if kind == "complex" else (2.0, -2.0)
+
+
+def probe_copies(n_cells: int, kind: str) -> int:
+    """Copies :func:`cell_owners` takes for ``n_cells`` cells: every cell moved at each point
+    of :func:`_points`, and at each the code probes and their complements."""
+    return len(_points(kind)) * (1 + 2 * (math.ceil(math.log2(n_cells)) if n_cells > 1 else 0))
+
+
+def probe_fits(n_cells: int, kind: str, out_per_sample: int, max_elements: int) -> bool:
+    """Whether :func:`cell_owners`' copies of one sample fit ``max_elements`` outputs (it cuts
+    the samples no finer than one; ``max_elements`` leaves room for one sample's decoding, as
+    for a group's copies, :meth:`checks.engine.evaluation.Chunks.max_elements`)."""
+    return probe_copies(n_cells, kind) * out_per_sample <= max_elements
 
 
 def cell_owners(
@@ -124,6 +147,7 @@ def cell_owners(
     t: np.ndarray,
     cells: np.ndarray,
     rule,
+    kind: str = "central",
     max_elements: int | None = None,
     out_per_sample: int = 1,
     positions_differ: bool = False,
@@ -139,6 +163,8 @@ def cell_owners(
     cells : ndarray of int, shape ``(S,)``
         The cell of each position, ``0 .. n - 1``, or ``-1`` for a position in none.
     rule : DtypeRule
+    kind : {"complex", "central", "richardson"}
+        The method of the groups that will read the map (it sets the probe points).
     max_elements, out_per_sample, positions_differ
         As for :func:`trial_overlaps`.
 
@@ -147,17 +173,18 @@ def cell_owners(
     owners : ndarray of int (:func:`cell_dtype`), shape ``(M, R)``, or None
         The cell whose positions move each output, ``-1`` where none does. The cells are
         moved whole, every position by its step times a random factor in ``[1/2, 1]``, at
-        ``+2h`` and at ``-2h`` (the real methods' probe points, see
-        :mod:`checks.engine.grouping`), with code probes over the cell index and their
-        complements; ``None`` as soon as an output proves that two cells' footprints
-        overlap.
+        ``+2h`` and at ``-2h`` for the real methods (their groups' probe points, see
+        :mod:`checks.engine.grouping`), at ``+2h`` for the complex step, with code probes
+        over the cell index and their complements; ``None`` as soon as an output proves that
+        two cells' footprints overlap.
     """
     n = int(cells.max()) + 1
     n_bits = math.ceil(math.log2(n)) if n > 1 else 0
     inside = np.flatnonzero(cells >= 0)
     h = finite_diff.step_sizes(t[:, inside], rule.h_central)
     factors = np.random.default_rng(_FACTOR_SEED).uniform(0.5, 1.0, size=h.shape)
-    moved = [t[:, inside] + s * h * factors for s in (2.0, -2.0)]
+    points = _points(kind)
+    moved = [t[:, inside] + s * h * factors for s in points]
     specs = [(inside, v) for v in moved]  # the "stencil": every cell moved together
     for v in moved:  # the code probes, then their complements, at each point
         for on in (1, 0):
@@ -165,16 +192,17 @@ def cell_owners(
                 sel = ((cells[inside] >> b) & 1) == on
                 specs.append((inside[sel], v[:, sel]))
     m = t.shape[0]
-    step = (
-        m if max_elements is None else max(1, min(m, max_elements // (len(specs) * out_per_sample)))
-    )
+    step = m
+    if max_elements is not None:
+        step = max(1, min(m, max_elements // (len(specs) * out_per_sample)))
     parts = []
     for m0 in range(0, m, step):
         args = (slice(m0, min(m, m0 + step)),) if step < m else ()
         bases, ys = run(specs, False, *args)
         src, attributed, _, conflict = decode(
             bases.astype(np.float64, copy=False)[None], ys.astype(np.float64, copy=False)[None],
-            2, n_bits, rule.eps, n, points=(0, 1), positions_differ=positions_differ,
+            len(points), n_bits, rule.eps, n, points=tuple(range(len(points))),
+            positions_differ=positions_differ,
         )  # fmt: skip
         if conflict[0]:
             return None
@@ -221,4 +249,4 @@ def pays(n_groups: int, n_cells: int, g: int, kind: str) -> bool:
     ``n_groups`` groups of up to ``g`` members read it instead of taking their code probes
     (and, for the complex step, their real ``+h`` copy)."""
     saved = grouping.copies(g, kind) - grouping.copies(g, kind, mapped=True)
-    return n_groups * saved > probe_copies(n_cells)
+    return n_groups * saved > probe_copies(n_cells, kind)
