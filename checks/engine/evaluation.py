@@ -61,8 +61,9 @@ class Ctx:
     packed: set[str] = field(default_factory=set)
     # per tensor: the grouping that passed its trial ("" when none did), found once
     groupings: dict[str, str] = field(default_factory=dict)
-    # a parameter's map of outputs to its slices, where probing it was its grouping's trial
-    # (checks.engine.trials.cell_owners), until its groups read it
+    # per tensor and method ("name/kind"): a parameter's map of outputs to its slices, where
+    # probing it was its grouping's trial (checks.engine.trials.cell_owners), until its
+    # groups read it
     owners: dict[str, np.ndarray] = field(default_factory=dict)
     # working memory (see account_memory): the budget, and what the run holds besides its scratch
     budget: int = 0

@@ -95,7 +95,7 @@ def _axis0_key(
         owners = trials.cell_owners(run, tf, np.arange(tf.shape[1]) // (tf.shape[1] // n0),
                                     ctx.rule, kind)  # fmt: skip
         if owners is not None:
-            ctx.owners[name] = owners
+            ctx.owners[f"{name}/{kind}"] = owners
             return _AXIS0
     if (
         grouping.worth_grouping(n0, kind, copy_cost)
@@ -155,6 +155,7 @@ def grouped(
     key = _grouping_key(
         ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements, n_groups
     )
+    probed = ctx.owners.pop(f"{name}/{kind}", None)  # the map its trial probed, if it did
     if not key:
         return cols
     wanted = np.zeros(tf.shape[1], dtype=bool)
@@ -163,7 +164,7 @@ def grouped(
     groups = [g for g in groups if g.size]
     owners = None
     if use_owners:
-        owners = _owner_maps(ctx, name, key, run, tf, shape, kind, groups, max_elements)
+        owners = _owner_maps(ctx, name, key, run, tf, shape, kind, groups, max_elements, probed)
     mapped = owners is not None
     if owners is not None:  # the groups of a map side by side
         map_of = owners.map_of
@@ -197,11 +198,13 @@ def _owner_maps(
     kind: str,
     groups: list[np.ndarray],
     max_elements: int,
+    probed: np.ndarray | None = None,
 ) -> trials.OwnerMaps | None:
     """The maps of outputs to cells that ``groups`` (of the grouping ``key``) can read their
     sources off (:mod:`checks.engine.trials`): a parameter's slices, or a lattice offset's
     points across channels, each probed where enough of the groups share it to pay for its
-    probe (:func:`checks.engine.trials.pays`); ``None`` where no map does."""
+    probe (:func:`checks.engine.trials.pays`); ``None`` where no map does. ``probed``: a
+    parameter's map, probed as its grouping's trial."""
     s, r_out = tf.shape[1], ctx.y0.size // tf.shape[0]
     if key == _AXIS0:
         cell_of = np.arange(s) // (s // shape[0])
@@ -229,7 +232,7 @@ def _owner_maps(
         # trial was the probe), and only if its copies fit (a failed map's groups would take
         # code probes the caller did not count: no map then)
         n_cells = int(cell_of.max()) + 1
-        owners = ctx.owners.pop(name, None)
+        owners = probed
         if owners is None and trials.probe_fits(n_cells, kind, r_out, max_elements):
             owners = trials.cell_owners(run, tf, cell_of, ctx.rule, kind)
         return None if owners is None else trials.OwnerMaps(lambda _: owners, map_of, cell_of)
