@@ -65,6 +65,9 @@ class Ctx:
     # probing it was its grouping's trial (checks.engine.trials.cell_owners), until its
     # groups read it
     owners: dict[str, np.ndarray] = field(default_factory=dict)
+    # tensors some of whose groups read their sources off owner maps (judgement measures
+    # their suspect elements again)
+    mapped: set[str] = field(default_factory=set)
     # working memory (see account_memory): the budget, and what the run holds besides its scratch
     budget: int = 0
     held: int = 0

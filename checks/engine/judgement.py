@@ -340,6 +340,39 @@ class _Elements:
         return out.reshape(shape)
 
 
+def _remeasure_suspects(
+    ctx: Ctx,
+    name: str,
+    ac: np.ndarray,
+    fd: dict[str, np.ndarray],
+    bad: np.ndarray,
+    kind: str,
+    positions: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``name``'s groups read their sources off owner maps
+    (:mod:`checks.engine.trials`), evaluate its suspect elements again measuring them (``fd``
+    updated in place) and judge them anew; return ``(tol, bad)``.
+
+    A map was probed with whole cells; an element whose own step crosses a kink its cell's
+    does not reach moves an output that another member owns, and that member is credited with
+    the change. Its slopes then look like a kink's, and a kink's subgradient test over them
+    could accept a wrong value. Such an element fails or has a truncation-dominated error
+    estimate (its one-sided slopes disagree): those, the suspects, are measured again before
+    anything is accepted as a kink or refined.
+    """
+    with np.errstate(invalid="ignore"):
+        sus = np.isfinite(fd["value"]) & bad
+        if kind != "complex":
+            sus |= np.isfinite(fd["value"]) & _truncation_dominated(fd)
+    if sus.any():
+        again = finite_differences(ctx, name, _full_mask(ctx, name, sus, positions), kind,
+                                   compact=True, refining=True)  # fmt: skip
+        for f, v in again.items():
+            fd[f][sus] = v
+    tol, bad, _ = _judge(ctx, name, ac, fd, np.ones(ac.size, dtype=bool))
+    return tol, bad
+
+
 def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: str) -> _Elements:
     """Evaluate and judge the masked elements one by one: the method's values, complex-step
     mismatches re-examined with real differences, suspects refined at smaller steps, kinks
@@ -365,6 +398,8 @@ def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: 
     if fd is None:
         fd = finite_differences(ctx, name, mask, kind, compact=True)
     tol, bad, text = _judge(ctx, name, ac, fd, every)
+    if name in ctx.mapped:
+        tol, bad = _remeasure_suspects(ctx, name, ac, fd, bad, kind, positions)
     kink = np.zeros(n, dtype=bool)
     refined = np.zeros(n, dtype=bool)
     reexam = 0
@@ -376,7 +411,7 @@ def _judge_elements(ctx: Ctx, name: str, a: np.ndarray, mask: np.ndarray, kind: 
         # comparison) and the real verdict, with the subgradient test, decides.
         sel = bad.copy()
         fr_sel = finite_differences(ctx, name, _full_mask(ctx, name, sel, positions), real,
-                                    compact=True)  # fmt: skip
+                                    compact=True, refining=name in ctx.mapped)  # fmt: skip
         fr = {f: np.full(n, np.nan) for f in fr_sel}
         for f, v in fr_sel.items():
             fr[f][sel] = v

@@ -173,8 +173,13 @@ def grouped(
     # a grouping the coverage plan found with less of the scratch held than this
     # evaluation holds may not fit here: then one by one (the plan costed it so)
     largest = max((g.size for g in groups), default=0)
-    if not groups or not affordable(largest, kind, r_out, max_elements, mapped):
+    # a packed tensor's maps are probed as its groups ask, and a map that does not pay or
+    # conflicts leaves its groups their code probes: their copies must fit too
+    known = mapped and name not in ctx.packed
+    if not groups or not affordable(largest, kind, r_out, max_elements, known):
         return cols
+    if mapped:
+        ctx.mapped.add(name)
     _, failed = grouping.evaluate_groups(
         run, tf, groups, kind, ctx.rule, dym, ctx.ybar, max_elements, ctx.dy_random,
         out=out, where=where,
@@ -283,18 +288,24 @@ def trial_groups(ctx: Ctx, name: str, kind: str) -> tuple[list[np.ndarray], bool
 
 
 def map_sharing(ctx: Ctx, name: str, kind: str) -> int:
-    """How many groups of ``name`` share each map of outputs to cells, under the grouping its
-    trial for ``kind`` found (:func:`_owner_maps`; 0: its groups measure their sources)."""
+    """How many groups of ``name`` share each map of outputs to cells in a check of every
+    element, under the grouping its trial for ``kind`` found, where the map pays for its probe
+    (:func:`_owner_maps`; 0: its groups measure their sources). Whether a probe will fit the
+    scratch, or find its cells disjoint, is not known here: the plan is optimistic there."""
     key = ctx.groupings.get(f"{name}/{kind}", "")
     t = ctx.target.value(name)
-    if key == _AXIS0:
-        return math.prod(t.shape[1:])
     shape = t.shape
     if name in ctx.packed:  # a sample's shape
         shape = shape[: ctx.batch_axis] + shape[ctx.batch_axis + 1 :]
-    if key.startswith("lattice") and len(shape) >= 3:
-        return math.prod(shape[:-2])
-    return 0
+    if key == _AXIS0:
+        share, cells = math.prod(t.shape[1:]), t.shape[0]
+    elif key.startswith("lattice") and len(shape) >= 3:
+        p = int(key.rsplit(" ", 1)[1])
+        share = math.prod(shape[:-2])
+        cells = -(-shape[-2] // p) * -(-shape[-1] // p)
+    else:
+        return 0
+    return share if trials.pays(share, cells, cells, kind) else 0
 
 
 def affordable(g: int, kind: str, r_out: int, max_elements: int, mapped: bool = False) -> bool:

@@ -140,3 +140,48 @@ def test_maps_are_probed_only_where_enough_groups_share_them():
     for kind in ("complex", "central"):
         assert not trials.pays(1, 16, 16, kind)
         assert trials.pays(2, 16, 16, kind)
+
+
+class _KinkBehindAMap:
+    """``y = relu(W) * x``, plus ``k relu(W[1, 0] - c)`` added to ``y[:, 0, 0]``, with
+    ``W[0, 0] = 0`` at its kink and ``c`` such that ``W[1, 0]`` alone crosses its kink at
+    ``+2h`` but its whole slice, moved by at most ``2h`` (times a factor in ``[1/2, 1]``),
+    does not: the map credits ``y[:, 0, 0]``'s change at ``+2h`` to ``W[0, 0]``, whose
+    one-sided slopes then look like a wider kink's. By construction ``W[0, 0]``'s
+    subgradients are ``[0, 1] * sum(dy[:, 0, 0] x[:, 0, 0])``; backward reports ``scale``
+    times that sum."""
+
+    def __init__(self, scale: float, k: float = 20.0) -> None:
+        rng = np.random.default_rng(3)
+        w = rng.uniform(0.2, 1.0, (8, 8)) * rng.choice([-1, 1], (8, 8))
+        w[0, 0] = 0.0
+        h = RULE.h_central * max(abs(w[1, 0]), 1.0)
+        self.c, self.k, self.scale = w[1, 0] + 1.9 * h, k, scale
+        self.params, self.grads = {"W": w}, {}
+
+    def forward(self, x):
+        self.x = x
+        w = self.params["W"]
+        y = np.maximum(w, 0)[None] * x
+        y[:, 0, 0] += self.k * np.maximum(w[1, 0] - self.c, 0)
+        return y
+
+    def backward(self, dy):
+        w, x = self.params["W"], self.x
+        g = (dy * x * (w > 0)[None]).sum(0)
+        g[0, 0] = self.scale * (dy[:, 0, 0] * x[:, 0, 0]).sum()
+        self.grads["W"] = g
+        return dy * np.maximum(w, 0)[None]
+
+
+@pytest.mark.parametrize("method", ["richardson", "complex"])
+def test_a_step_that_crosses_a_kink_its_cell_does_not_cannot_pass_a_wrong_kink(method, probes):
+    """Found in review: the contaminated slopes widened the kink test's subgradient hull and a
+    value 2.5x the largest subgradient passed. Suspects of a tensor that read maps are now
+    measured again without them."""
+    x = np.random.default_rng(1).uniform(0.5, 1.5, (64, 8, 8))
+    check_layer(_KinkBehindAMap(1.0), x, method=method, coverage="full")  # a subgradient
+    assert probes  # W's groups read a map
+    with pytest.raises(GradientMismatchError) as ei:
+        check_layer(_KinkBehindAMap(2.5), x, method=method, coverage="full")
+    assert ei.value.report.tensor("W").worst_index == (0, 0)
