@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import time
+import tracemalloc
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -253,6 +255,19 @@ class ConvReference:
 
 
 _last_backend: list[str] = [""]
+
+
+def peak_memory(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """Peak bytes newly allocated (as numpy reports them to tracemalloc) during ``fn()``."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak, out
 
 
 def settle(backend: str, smoke: bool, seconds: float = 0.5) -> None:

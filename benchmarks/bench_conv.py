@@ -9,7 +9,6 @@ shapes B and C it is smoke-checked on the shrunken shape only.
 
 from __future__ import annotations
 
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from benchmarks._common import (
     ConvShape,
     dtype_name,
     make_conv_case,
+    peak_memory,
     settle,
 )
 
@@ -51,19 +51,6 @@ def geometry(shape: ConvShape) -> dict[str, int]:
 
 def nbytes(*arrays: Any) -> int:
     return sum(int(np.asarray(a).nbytes) for a in arrays)
-
-
-def peak_memory(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """Peak bytes newly allocated (as numpy reports them to tracemalloc) during ``fn()``."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        out = fn()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    return peak, out
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.label)

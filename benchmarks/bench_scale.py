@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 
 import cnn_ref
-from benchmarks._common import settle
+from benchmarks._common import peak_memory, settle
 from checks import GradientMismatchError, check_layer
 
 
@@ -104,19 +103,6 @@ def layer_bytes(layer: Any, x: np.ndarray) -> int:
     return int(x.nbytes + y.nbytes + np.asarray(dx).nbytes + 2 * p)
 
 
-def traced_peak(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """Peak bytes (tracemalloc; numpy's allocations are traced) newly held during ``fn()``."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        out = fn()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    return peak, out
-
-
 @contextlib.contextmanager
 def one_blas_thread(benchmark: Any) -> Iterator[None]:
     """Limit BLAS to one thread while the block runs (when threadpoolctl is installed)."""
@@ -169,7 +155,7 @@ def bench_issue12_check_layer(benchmark: Any, smoke: bool, mode: str) -> None:
             report = benchmark.pedantic(check_layer, args=(layer, x), rounds=5, iterations=1)
         assert report.ok, str(report)
         tensors = layer_bytes(layer, x)
-        peak, again = traced_peak(lambda: check_layer(layer, x))
+        peak, again = peak_memory(lambda: check_layer(layer, x))
         assert again.ok
         benchmark.extra_info.update(check_peak_bytes=peak, layer_bytes=tensors)
     else:
@@ -237,7 +223,7 @@ def bench_growth(benchmark: Any, smoke: bool, size: str, coverage: str) -> None:
     settle("numpy", smoke)
     # the traced run first: it also tells how long one check takes, and so how many rounds
     t0 = time.perf_counter()
-    peak, report = traced_peak(lambda: check_layer(layer, x, coverage=coverage))
+    peak, report = peak_memory(lambda: check_layer(layer, x, coverage=coverage))
     traced = time.perf_counter() - t0
     assert report.ok, str(report)
     rounds = 1 if traced > 20 else 3

@@ -15,23 +15,33 @@ from typing import Any
 
 from checks.report.data import Report
 
-__all__ = ["rename_report", "signature_names"]
+__all__ = ["padded_names", "positional_parameters", "rename_report", "signature_names"]
 
 _ENGINE_NAME = re.compile(r"inputs\[\d+\]")
 
 
-def signature_names(fn: Callable[..., Any], n: int) -> list[str]:
-    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them (or
-    for all of them when ``fn`` has no signature Python can read)."""
+def positional_parameters(fn: Callable[..., Any]) -> list[str]:
+    """The names of ``fn``'s positional parameters (none when Python cannot read its
+    signature)."""
     try:
-        params = [
+        return [
             p.name
             for p in inspect.signature(fn).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
     except (TypeError, ValueError):
-        params = []
+        return []
+
+
+def padded_names(params: list[str], n: int) -> list[str]:
+    """``n`` names: ``params`` first, ``inputs[i]`` past them."""
     return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(n)]
+
+
+def signature_names(fn: Callable[..., Any], n: int) -> list[str]:
+    """The names of ``fn``'s first ``n`` positional parameters, ``inputs[i]`` past them (or
+    for all of them when ``fn`` has no signature Python can read)."""
+    return padded_names(positional_parameters(fn), n)
 
 
 def _sub(text: str, names: dict[str, str]) -> str:

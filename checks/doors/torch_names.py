@@ -9,10 +9,11 @@ arguments are ``inputs[i]``.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from checks.doors.naming import padded_names, positional_parameters
 
 __all__ = ["arg_names", "label"]
 
@@ -37,18 +38,10 @@ def label(fn: Callable[..., Any]) -> str:
 def arg_names(fn: Callable[..., Any], n: int) -> list[str]:
     """The names of ``fn``'s first ``n`` positional arguments, ``inputs[i]`` past them."""
     cls = _function_class(fn)
-    target = fn if cls is None else getattr(cls, "forward", fn)
-    try:
-        params = [
-            p.name
-            for p in inspect.signature(target).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        params = []
+    params = positional_parameters(fn if cls is None else getattr(cls, "forward", fn))
     if cls is not None and "setup_context" not in _overridden(cls):
         params = params[1:]  # forward(ctx, ...): ctx is not an argument of apply
-    return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(n)]
+    return padded_names(params, n)
 
 
 def _overridden(cls: type) -> set[str]:

@@ -62,9 +62,9 @@ class Ctx:
     # per tensor: the grouping that passed its trial ("" when none did), found once
     groupings: dict[str, str] = field(default_factory=dict)
     # per tensor and method ("name/kind"): a parameter's map of outputs to its slices, where
-    # probing it was its grouping's trial (checks.engine.trials.cell_owners), until its
-    # groups read it
-    owners: dict[str, np.ndarray] = field(default_factory=dict)
+    # probing it was its grouping's trial (checks.engine.trials.cell_owners; None: the
+    # probe found its slices overlap), until its groups read it
+    owners: dict[str, np.ndarray | None] = field(default_factory=dict)
     # tensors some of whose groups read their sources off owner maps (judgement measures
     # their suspect elements again)
     mapped: set[str] = field(default_factory=set)

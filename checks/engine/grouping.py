@@ -85,6 +85,7 @@ class Owners(Protocol):
     """Maps of outputs to cells (see :class:`checks.engine.trials.OwnerMaps`)."""
 
     cell_of: np.ndarray
+    n_cells: int  # cells in the largest map
 
     def __call__(self, pos: np.ndarray) -> np.ndarray | None: ...
 
@@ -700,7 +701,7 @@ def evaluate_groups(
         real, cplx, info = specs_for(t, pos, kind, rule, mapped=own is not None)
         info["owners"], info["cells"] = own, cells
         if owners is not None:
-            info["n_cells"] = int(owners.cell_of.max()) + 1
+            info["n_cells"] = owners.n_cells
         cost = (len(real) + len(cplx)) * m * out_per_sample
         if own is not None and not real:  # complex copies only: counted at their full size
             cost = math.ceil(_ALL_COMPLEX * cost)

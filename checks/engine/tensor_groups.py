@@ -65,6 +65,8 @@ def _grouping_key(
 
 
 _AXIS0 = "grouped along axis 0"
+#: no map was probed as the grouping's trial (see ``Ctx.owners``)
+_UNPROBED = object()
 
 
 def _axis0_key(
@@ -94,8 +96,8 @@ def _axis0_key(
     ):
         owners = trials.cell_owners(run, tf, np.arange(tf.shape[1]) // (tf.shape[1] // n0),
                                     ctx.rule, kind)  # fmt: skip
+        ctx.owners[f"{name}/{kind}"] = owners  # None too: not probed again
         if owners is not None:
-            ctx.owners[f"{name}/{kind}"] = owners
             return _AXIS0
     if (
         grouping.worth_grouping(n0, kind, copy_cost)
@@ -155,7 +157,8 @@ def grouped(
     key = _grouping_key(
         ctx, name, run, tf, shape, kind, r_out, how, copy_cost, max_elements, n_groups
     )
-    probed = ctx.owners.pop(f"{name}/{kind}", None)  # the map its trial probed, if it did
+    # the map its trial probed (None: the probe found the slices overlap), if it did
+    probed = ctx.owners.pop(f"{name}/{kind}", _UNPROBED)
     if not key:
         return cols
     wanted = np.zeros(tf.shape[1], dtype=bool)
@@ -203,13 +206,14 @@ def _owner_maps(
     kind: str,
     groups: list[np.ndarray],
     max_elements: int,
-    probed: np.ndarray | None = None,
+    probed: object = _UNPROBED,
 ) -> trials.OwnerMaps | None:
     """The maps of outputs to cells that ``groups`` (of the grouping ``key``) can read their
     sources off (:mod:`checks.engine.trials`): a parameter's slices, or a lattice offset's
     points across channels, each probed where enough of the groups share it to pay for its
     probe (:func:`checks.engine.trials.pays`); ``None`` where no map does. ``probed``: a
-    parameter's map, probed as its grouping's trial."""
+    parameter's map probed as its grouping's trial (an array, or ``None`` where that probe
+    found its slices overlap; ``_UNPROBED`` where it was not the trial)."""
     s, r_out = tf.shape[1], ctx.y0.size // tf.shape[0]
     if key == _AXIS0:
         cell_of = np.arange(s) // (s // shape[0])
@@ -236,10 +240,12 @@ def _owner_maps(
     if name not in ctx.packed:  # one call per copy, on every sample: probed now (unless its
         # trial was the probe), and only if its copies fit (a failed map's groups would take
         # code probes the caller did not count: no map then)
-        n_cells = int(cell_of.max()) + 1
-        owners = probed
-        if owners is None and trials.probe_fits(n_cells, kind, r_out, max_elements):
+        if probed is not _UNPROBED:
+            owners = probed if isinstance(probed, np.ndarray) else None
+        elif trials.probe_fits(int(cell_of.max()) + 1, kind, r_out, max_elements):
             owners = trials.cell_owners(run, tf, cell_of, ctx.rule, kind)
+        else:
+            owners = None
         return None if owners is None else trials.OwnerMaps(lambda _: owners, map_of, cell_of)
 
     def probe(map_id: int) -> np.ndarray | None:

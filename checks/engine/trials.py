@@ -233,6 +233,7 @@ class OwnerMaps:
         self, probe: Callable[[int], np.ndarray | None], map_of: np.ndarray, cell_of: np.ndarray
     ) -> None:
         self.probe, self.map_of, self.cell_of = probe, map_of, cell_of
+        self.n_cells = int(cell_of.max()) + 1
         self._last: tuple[int, np.ndarray | None] | None = None
 
     def __call__(self, pos: np.ndarray) -> np.ndarray | None:
